@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set everything up (venv, dev tools, a RabbitMQ server for the integration tests) and run
+# every check: ruff, import-linter, mypy on src/, pytest. Extra arguments go to pytest.
+set -euo pipefail
+source "$(dirname "$0")/venv.sh" dev
+cd "$ROOT"
+if [ -z "${RABBITMQ_URL:-}" ]; then
+    bash scripts/ensure-rabbitmq.sh
+fi
+echo "==> ruff"
+ruff check src tests bench scripts
+ruff format --check src tests bench scripts
+echo "==> import-linter"
+lint-imports
+echo "==> mypy (strict) on src/"
+mypy
+echo "==> pytest"
+exec pytest "$@"

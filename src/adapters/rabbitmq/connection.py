@@ -1,0 +1,112 @@
+"""Connection parameters and the SPEC §3 topology, shared by the consumer and the publisher."""
+
+import logging
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from domain.jobs import Priority
+
+log = logging.getLogger(__name__)
+
+EXCHANGE = "jobs.exchange"
+DEAD_LETTER_QUEUE = "job.dead-letter"
+JOB_QUEUES = [priority.queue for priority in Priority.by_rank()]
+
+PRECONDITION_FAILED = 406
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Where the broker is and how to log in; the password never shows in a repr."""
+
+    hosts: list[str]
+    port: int = 5672
+    username: str = "guest"
+    password: str = field(default="guest", repr=False)
+    vhost: str = "/"
+    heartbeat: int = 30
+    tls: bool = False
+    ca_file: Path | None = None
+    tls_server_name: str | None = None
+    queue_type: str = "classic"
+
+    def where(self, host: str | None = None) -> str:
+        """`amqp://user@host:port/vhost` for log lines: no password, ever."""
+        scheme = "amqps" if self.tls else "amqp"
+        hosts = host or ",".join(self.hosts)
+        return f"{scheme}://{self.username}@{hosts}:{self.port}/{self.vhost.lstrip('/')}"
+
+    def parameters(self, *, heartbeat: int | None = None) -> list[pika.ConnectionParameters]:
+        """One parameter set per node, tried in turn by `BlockingConnection`."""
+        credentials = pika.PlainCredentials(self.username, self.password, erase_on_connect=False)
+        return [
+            pika.ConnectionParameters(
+                host=host,
+                port=self.port,
+                virtual_host=self.vhost,
+                credentials=credentials,
+                heartbeat=self.heartbeat if heartbeat is None else heartbeat,
+                # We retry forever ourselves, with backoff and a log line per attempt.
+                connection_attempts=1,
+                socket_timeout=5,
+                stack_timeout=15,
+                blocked_connection_timeout=300,
+                ssl_options=self._ssl_options(host),
+                client_properties={"connection_name": "python-worker"},
+            )
+            for host in self.hosts
+        ]
+
+    def _ssl_options(self, host: str) -> pika.SSLOptions | None:
+        if not self.tls:
+            return None
+        # create_default_context verifies the certificate chain and the host name; we never
+        # downgrade to CERT_NONE.
+        context = ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file is not None else None
+        )
+        return pika.SSLOptions(context, server_hostname=self.tls_server_name or host)
+
+
+def queue_arguments(queue_type: str) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "x-dead-letter-exchange": EXCHANGE,
+        "x-dead-letter-routing-key": DEAD_LETTER_QUEUE,
+    }
+    if queue_type == "quorum":
+        arguments["x-queue-type"] = "quorum"
+    return arguments
+
+
+def declare_topology(connection: pika.BlockingConnection, queue_type: str = "classic") -> None:
+    """Declare exchange, job queues and dead-letter queue; idempotent.
+
+    A queue that already exists with other arguments closes the channel with 406
+    (`inequivalent arg`). We say which queue and argument differ — RabbitMQ's reply text
+    names both — and carry on with the queue as it is, checked by a passive declare.
+    """
+    channel = connection.channel()
+    channel.exchange_declare(EXCHANGE, exchange_type="direct", durable=True)
+    dead_letter_arguments = {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
+    wanted = [(DEAD_LETTER_QUEUE, dead_letter_arguments)]
+    wanted += [(queue, queue_arguments(queue_type)) for queue in JOB_QUEUES]
+    for queue, arguments in wanted:
+        try:
+            channel.queue_declare(queue, durable=True, arguments=arguments)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != PRECONDITION_FAILED:
+                raise
+            log.warning(
+                "queue %s exists with different arguments; using it as it is (%s)",
+                queue,
+                exc.reply_text,
+            )
+            channel = connection.channel()
+            channel.queue_declare(queue, passive=True)
+        channel.queue_bind(queue, EXCHANGE, routing_key=queue)
+    channel.close()

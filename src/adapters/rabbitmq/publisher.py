@@ -1,0 +1,62 @@
+"""Publishes jobs to the priority queues as persistent messages, with publisher confirms."""
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pika
+import pika.exceptions
+
+from adapters.rabbitmq.connection import EXCHANGE, BrokerConfig, declare_topology
+from domain.jobs import Priority
+
+log = logging.getLogger(__name__)
+
+
+class PublishFailed(Exception):
+    """Raised when the broker cannot be reached to publish at all."""
+
+
+@dataclass
+class PublishReport:
+    """What happened to each message: confirmed by the broker, or why not."""
+
+    confirmed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+class RabbitMQPublisher:
+    """Sends job bodies to `jobs.exchange`; a message counts only once the broker confirmed it.
+
+    `mandatory` makes an unroutable message (its queue missing) come back as a failure instead
+    of vanishing; confirms make a message count only once the broker has taken responsibility.
+    """
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self._config = config
+
+    def publish(self, messages: Iterable[tuple[Priority, bytes]]) -> PublishReport:
+        report = PublishReport()
+        try:
+            connection = pika.BlockingConnection(self._config.parameters())
+        except pika.exceptions.AMQPError as exc:
+            raise PublishFailed(f"broker at {self._config.where()} unreachable: {exc!r}") from exc
+        try:
+            declare_topology(connection, self._config.queue_type)
+            channel = connection.channel()
+            channel.confirm_delivery()
+            properties = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+            for priority, body in messages:
+                try:
+                    channel.basic_publish(
+                        EXCHANGE, priority.queue, body, properties=properties, mandatory=True
+                    )
+                    report.confirmed += 1
+                except pika.exceptions.UnroutableError:
+                    report.failures.append(f"{priority.queue}: returned unroutable")
+                except pika.exceptions.NackError:
+                    report.failures.append(f"{priority.queue}: refused by the broker (nack)")
+        finally:
+            if connection.is_open:
+                connection.close()
+        return report

@@ -1,0 +1,315 @@
+"""The RabbitMQ message source: one consumer per priority queue, a tiered buffer, one I/O thread."""
+
+import collections
+import functools
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from adapters.rabbitmq.connection import JOB_QUEUES, BrokerConfig, declare_topology
+from application.ports import Delivery, MessageSource, Settlement, SourceStatus
+from domain.jobs import Priority
+
+log = logging.getLogger(__name__)
+
+IO_POLL_SECONDS = 0.2
+"""Longest the I/O thread sleeps in pika before it looks at its own flags again."""
+
+
+@dataclass(frozen=True)
+class _Handle:
+    """Which connection a delivery came on: a tag means nothing on any other channel."""
+
+    generation: int
+    delivery_tag: int
+
+
+class _ConsumerCancelled(Exception):
+    """Raised on the I/O thread when the broker cancelled a consumer (queue deleted...)."""
+
+
+def reconnect_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
+    """Exponential backoff with jitter: half fixed, half random, so a fleet spreads out."""
+    ceiling = min(cap, base * 2**attempt)
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+class RabbitMQSource(MessageSource):
+    """Consumes `job.high`, `job.medium` and `job.low`; hands out the highest tier first.
+
+    pika's BlockingConnection is not thread-safe, so one I/O thread owns it: it consumes into
+    three in-memory buffers (one per tier) and does every ack and reject. Job threads only
+    read the buffers and post settlements back with `add_callback_threadsafe`.
+
+    Priority bound: each queue has its own consumer with `prefetch` unacknowledged messages,
+    so a new `job.high` message reaches the high buffer one network hop after it is published,
+    however long the low backlog is, and the next free job thread takes it. The jobs that can
+    start ahead of it are those taken by threads between its publication and its arrival
+    here (a round trip), and at most `capacity` are running at any time.
+
+    The connection heals itself: a lost connection, missed heartbeats or a broker-side cancel
+    make the I/O thread reconnect with exponential backoff and jitter, forever. Deliveries of
+    the lost connection are void — their buffered copies are dropped and their settlements
+    ignored (acking them on the new channel would close it with PRECONDITION_FAILED); the
+    broker redelivers them.
+    """
+
+    def __init__(self, config: BrokerConfig, prefetch: int) -> None:
+        self._config = config
+        self._prefetch = prefetch
+        self._buffers: dict[Priority, collections.deque[Delivery]] = {
+            priority: collections.deque() for priority in Priority
+        }
+        self._ready = threading.Condition()
+        self._generation = 0
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: Any = None
+        self._consumer_tags: list[str] = []
+        self._receiving = True
+        self._cancel_requested = False
+        self._cancelled_by_broker = False
+        self._closing = threading.Event()
+        self._connected = threading.Event()
+        self._reconnects = 0
+        self._thread = threading.Thread(target=self._io_loop, name="rabbitmq-io", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ job-thread side
+
+    def receive(self, timeout: float) -> Delivery | None:
+        deadline = time.monotonic() + timeout
+        with self._ready:
+            while True:
+                if not self._receiving:
+                    return None
+                for priority in Priority.by_rank():
+                    buffer = self._buffers[priority]
+                    if buffer:
+                        return buffer.popleft()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._ready.wait(remaining):
+                    return None
+
+    def settle(self, delivery: Delivery, outcome: Settlement, reason: str | None = None) -> None:
+        handle: _Handle = delivery.handle
+        connection = self._connection
+        if connection is None or handle.generation != self._generation:
+            self._log_void_settlement(handle, outcome)
+            return
+        try:
+            connection.add_callback_threadsafe(
+                functools.partial(self._settle_on_io_thread, handle, outcome)
+            )
+        except pika.exceptions.AMQPError:
+            self._log_void_settlement(handle, outcome)
+
+    def stop_receiving(self) -> None:
+        with self._ready:
+            self._receiving = False
+            self._cancel_requested = True
+            self._ready.notify_all()
+        connection = self._connection
+        if connection is not None:
+            try:
+                connection.add_callback_threadsafe(self._cancel_consumers)
+            except pika.exceptions.AMQPError:
+                pass  # the connection is gone: the broker requeues everything anyway
+
+    def close(self) -> None:
+        self.stop_receiving()
+        self._closing.set()
+        self._thread.join(timeout=15)
+
+    def status(self) -> SourceStatus:
+        return SourceStatus(
+            connected=self._connected.is_set(),
+            consuming=self._connected.is_set() and self._receiving,
+            reconnects=self._reconnects,
+        )
+
+    def buffered(self) -> dict[Priority, int]:
+        """Deliveries received from the broker and not yet handed out, per tier."""
+        with self._ready:
+            return {priority: len(buffer) for priority, buffer in self._buffers.items()}
+
+    def wait_until_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def _log_void_settlement(self, handle: _Handle, outcome: Settlement) -> None:
+        log.info(
+            "not sending %s for delivery %d: its connection is gone, the broker redelivers it",
+            outcome.value,
+            handle.delivery_tag,
+        )
+
+    # ------------------------------------------------------------------ I/O thread side
+
+    def _io_loop(self) -> None:
+        attempt = 0
+        while not self._closing.is_set():
+            try:
+                self._connect()
+                attempt = 0
+                self._pump_until_closing()
+            except (pika.exceptions.AMQPError, OSError, _ConsumerCancelled) as exc:
+                self._connection_lost(exc)
+            except Exception as exc:  # never let the I/O thread die: that would stop the worker
+                log.exception("unexpected error on the broker connection")
+                self._connection_lost(exc)
+            if self._closing.is_set():
+                break
+            delay = reconnect_delay(attempt)
+            attempt += 1
+            log.warning(
+                "reconnecting to %s in %.1fs (attempt %d)", self._config.where(), delay, attempt
+            )
+            self._closing.wait(delay)
+        self._close_connection()
+
+    def _connect(self) -> None:
+        log.info("connecting to %s", self._config.where())
+        connection = pika.BlockingConnection(self._config.parameters())
+        try:
+            declare_topology(connection, self._config.queue_type)
+            channel = connection.channel()
+            channel.basic_qos(prefetch_count=self._prefetch)
+            channel.add_on_cancel_callback(self._on_cancelled_by_broker)
+            with self._ready:
+                self._generation += 1
+                generation = self._generation
+                self._connection = connection
+                self._channel = channel
+                self._cancelled_by_broker = False
+            self._consumer_tags = []
+            if not self._cancel_requested:
+                for queue in JOB_QUEUES:
+                    callback = functools.partial(
+                        self._on_message, generation, Priority.from_queue(queue)
+                    )
+                    self._consumer_tags.append(channel.basic_consume(queue, callback))
+        except BaseException:
+            _close_quietly(connection)
+            raise
+        self._connected.set()
+        host = getattr(connection._impl.params, "host", "?")  # which node of the list answered
+        log.info(
+            "connected to %s; consuming %s with prefetch %d each",
+            self._config.where(host),
+            ", ".join(JOB_QUEUES),
+            self._prefetch,
+        )
+
+    def _pump_until_closing(self) -> None:
+        assert self._connection is not None
+        while not self._closing.is_set():
+            if self._cancelled_by_broker:
+                raise _ConsumerCancelled("the broker cancelled our consumer (queue deleted?)")
+            self._connection.process_data_events(time_limit=IO_POLL_SECONDS)
+
+    def _on_message(
+        self,
+        generation: int,
+        priority: Priority,
+        channel: Any,
+        method: Any,
+        properties: Any,
+        body: bytes,
+    ) -> None:
+        if not self._receiving:
+            channel.basic_reject(method.delivery_tag, requeue=True)
+            return
+        delivery = Delivery(
+            body=body,
+            priority=priority,
+            handle=_Handle(generation, method.delivery_tag),
+            attempt=2 if method.redelivered else 1,
+            headers=properties.headers or {},
+            redelivered=method.redelivered,
+        )
+        with self._ready:
+            self._buffers[priority].append(delivery)
+            self._ready.notify()
+
+    def _settle_on_io_thread(self, handle: _Handle, outcome: Settlement) -> None:
+        channel = self._channel
+        if handle.generation != self._generation or channel is None or not channel.is_open:
+            self._log_void_settlement(handle, outcome)
+            return
+        if outcome is Settlement.ACK:
+            channel.basic_ack(handle.delivery_tag)
+        else:
+            channel.basic_reject(handle.delivery_tag, requeue=outcome is Settlement.REQUEUE)
+
+    def _cancel_consumers(self) -> None:
+        channel = self._channel
+        if channel is None or not channel.is_open:
+            return
+        for tag in self._consumer_tags:
+            channel.basic_cancel(tag)
+        self._consumer_tags = []
+        with self._ready:
+            unstarted = [d for buffer in self._buffers.values() for d in buffer]
+            for buffer in self._buffers.values():
+                buffer.clear()
+        for delivery in unstarted:
+            channel.basic_reject(delivery.handle.delivery_tag, requeue=True)
+        if unstarted:
+            log.info("handed %d unstarted job(s) back to the broker", len(unstarted))
+
+    def _on_cancelled_by_broker(self, _frame: Any) -> None:
+        self._cancelled_by_broker = True
+
+    def _connection_lost(self, exc: BaseException) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        with self._ready:
+            self._generation += 1
+            dropped = sum(len(buffer) for buffer in self._buffers.values())
+            for buffer in self._buffers.values():
+                buffer.clear()
+            connection, self._connection, self._channel = self._connection, None, None
+        if was_connected:
+            self._reconnects += 1
+        log.warning(
+            "broker connection to %s lost: %s%s",
+            self._config.where(),
+            _describe(exc),
+            f" ({dropped} unstarted job(s) left to the broker)" if dropped else "",
+        )
+        if connection is not None:
+            _close_quietly(connection)
+
+    def _close_connection(self) -> None:
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            return
+        try:
+            # Run the settlements job threads posted just before close, then say goodbye.
+            connection.process_data_events(time_limit=0)
+            connection.process_data_events(time_limit=0)
+            connection.close()
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            log.info("broker connection closed uncleanly: %s", _describe(exc))
+        finally:
+            self._connected.clear()
+            self._connection = None
+        log.info("broker connection closed")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or repr(exc)
+    return f"{type(exc).__name__}: {text}"
+
+
+def _close_quietly(connection: pika.BlockingConnection) -> None:
+    try:
+        if connection.is_open:
+            connection.close()
+    except Exception:  # already broken; nothing more to release
+        log.debug("ignoring error while closing a broken connection", exc_info=True)

@@ -1,0 +1,1 @@
+"""Use cases and the ports they need: processing a job, running the worker. No I/O libraries."""

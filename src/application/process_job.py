@@ -1,0 +1,182 @@
+"""The job-processing use case: one delivery in, its statuses reported, the delivery settled."""
+
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from application.clock import Clock
+from application.job_types import run_job
+from application.messages import parse_job
+from application.ports import (
+    Delivery,
+    JobObserver,
+    MessageSource,
+    Settlement,
+    StatusReporter,
+    StatusUpdate,
+)
+from application.stats import WorkerStats
+from domain.errors import InvalidMessage, JobError
+from domain.jobs import Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+JobRunner = Callable[[str, Mapping[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """Who reports: sent with every status update and heartbeat."""
+
+    worker_id: str
+    worker_type: str = "python"
+
+
+class JobProcessor:
+    """Decode → report `running` → run the handler → report the outcome → settle.
+
+    A message is settled only from the reporter's `on_handled` callback, i.e. once its final
+    status is delivered or durably stored: a crash at any point before leaves the message
+    unacknowledged, and the broker redelivers it (SPEC §4, at-least-once).
+    A job that fails — bad envelope, unknown type, bad payload, handler error — is rejected
+    without requeue, so it lands in `job.dead-letter` instead of looping.
+    """
+
+    def __init__(
+        self,
+        source: MessageSource,
+        reporter: StatusReporter,
+        identity: WorkerIdentity,
+        clock: Clock,
+        stats: WorkerStats,
+        runner: JobRunner | None = None,
+        observers: tuple[JobObserver, ...] = (),
+    ) -> None:
+        self._source = source
+        self._reporter = reporter
+        self._identity = identity
+        self._clock = clock
+        self._stats = stats
+        self._run = runner or _run_with_system_randomness
+        self._observers = observers
+
+    def process(self, delivery: Delivery) -> None:
+        """Handle one delivery completely; never raises."""
+        started = self._clock.monotonic()
+        try:
+            job = parse_job(delivery.body)
+        except InvalidMessage as exc:
+            self._reject_message(delivery, exc, started)
+            return
+        self._report(job, delivery, JobStatus.RUNNING, progress=0)
+        try:
+            result = self._run(job.type, job.payload)
+        except JobError as exc:
+            self._finish(job, delivery, started, error=str(exc))
+        except Exception as exc:  # a handler bug must fail the job, not the worker
+            log.exception("job %s (%s) crashed its handler", job.id, job.type)
+            self._finish(job, delivery, started, error=f"internal error: {type(exc).__name__}")
+        else:
+            self._finish(job, delivery, started, result=result)
+
+    def _reject_message(self, delivery: Delivery, exc: InvalidMessage, started: float) -> None:
+        duration_ms = self._elapsed_ms(started)
+        self._stats.record(failed=True, duration_ms=duration_ms)
+        log.warning(
+            "dead-lettering message from %s: %s",
+            delivery.queue,
+            exc.reason,
+            extra={"job_id": exc.job_id, "queue": delivery.queue, "attempt": delivery.attempt},
+        )
+        for observer in self._observers:
+            observer.job_finished("invalid", "dead-lettered", duration_ms / 1000, delivery.queue)
+        settle = self._settler(delivery, Settlement.DEAD_LETTER, exc.reason)
+        if exc.job_id is None:
+            settle()
+            return
+        update = self._update(
+            Job(id=exc.job_id, type=""), delivery, JobStatus.FAILED, error_message=exc.reason
+        )
+        self._reporter.report(update, settle)
+
+    def _finish(
+        self,
+        job: Job,
+        delivery: Delivery,
+        started: float,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        duration_ms = self._elapsed_ms(started)
+        failed = error is not None
+        status = JobStatus.FAILED if failed else JobStatus.COMPLETED
+        self._stats.record(failed=failed, duration_ms=duration_ms)
+        log.info(
+            "job %s type=%s queue=%s status=%s duration=%.1fms attempt=%d%s",
+            job.id,
+            job.type,
+            delivery.queue,
+            status.value,
+            duration_ms,
+            delivery.attempt,
+            f" error={error!r}" if failed else "",
+            extra={
+                "job_id": job.id,
+                "job_type": job.type,
+                "queue": delivery.queue,
+                "status": status.value,
+                "duration_ms": round(duration_ms, 3),
+                "attempt": delivery.attempt,
+            },
+        )
+        for observer in self._observers:
+            observer.job_finished(job.type, status.value, duration_ms / 1000, delivery.queue)
+        settlement = Settlement.DEAD_LETTER if failed else Settlement.ACK
+        self._report(
+            job,
+            delivery,
+            status,
+            result=result,
+            error_message=error,
+            progress=100,
+            duration_ms=round(duration_ms, 3),
+            on_handled=self._settler(delivery, settlement, error),
+        )
+
+    def _report(
+        self,
+        job: Job,
+        delivery: Delivery,
+        status: JobStatus,
+        on_handled: Callable[[], None] | None = None,
+        **fields: Any,
+    ) -> None:
+        self._reporter.report(self._update(job, delivery, status, **fields), on_handled)
+
+    def _update(self, job: Job, delivery: Delivery, status: JobStatus, **fields: Any) -> StatusUpdate:
+        return StatusUpdate(
+            job_id=job.id,
+            status=status,
+            worker_id=self._identity.worker_id,
+            worker_type=self._identity.worker_type,
+            timestamp=self._clock.now(),
+            job_type=job.type or None,
+            queue=delivery.queue,
+            attempt=delivery.attempt,
+            **fields,
+        )
+
+    def _settler(
+        self, delivery: Delivery, outcome: Settlement, reason: str | None
+    ) -> Callable[[], None]:
+        return lambda: self._source.settle(delivery, outcome, reason)
+
+    def _elapsed_ms(self, started: float) -> float:
+        return (self._clock.monotonic() - started) * 1000
+
+
+def _run_with_system_randomness(job_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    return run_job(job_type, payload, rng_factory=random.Random)

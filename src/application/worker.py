@@ -1,0 +1,229 @@
+"""The worker: job threads up to capacity, heartbeats, a metrics line, and a clean stop."""
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from application.clock import Clock
+from application.ports import (
+    Heartbeat,
+    HeartbeatFailed,
+    HeartbeatSink,
+    MessageSource,
+    Settlement,
+    StatusReporter,
+)
+from application.process_job import JobProcessor, WorkerIdentity
+from application.stats import WorkerStats
+
+log = logging.getLogger(__name__)
+
+RECEIVE_POLL_SECONDS = 0.25
+"""How long a job thread waits for a delivery before it looks at the stop flag again."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """The knobs of one worker process."""
+
+    capacity: int
+    heartbeat_interval: float
+    shutdown_grace: float
+    metrics_log_interval: float
+    hostname: str
+    version: str
+
+
+class Worker:
+    """Runs up to `capacity` jobs at once until stopped, then drains.
+
+    Each of the `capacity` job threads takes the next delivery straight from the source — the
+    source hands out the highest priority first, so a free thread always starts the most urgent
+    job waiting, and no dispatcher thread sits between broker and handler.
+    """
+
+    def __init__(
+        self,
+        source: MessageSource,
+        reporter: StatusReporter,
+        heartbeats: HeartbeatSink,
+        processor: JobProcessor,
+        stats: WorkerStats,
+        identity: WorkerIdentity,
+        config: WorkerConfig,
+        clock: Clock,
+    ) -> None:
+        self._source = source
+        self._reporter = reporter
+        self._heartbeats = heartbeats
+        self._processor = processor
+        self._stats = stats
+        self._identity = identity
+        self._config = config
+        self._clock = clock
+        self._stop = threading.Event()
+        self._draining = False
+        self._paused = False
+        self._heartbeat_failing = False
+
+    @property
+    def stats(self) -> WorkerStats:
+        return self._stats
+
+    def stop(self) -> None:
+        """Ask the worker to stop taking jobs and drain; safe from a signal handler."""
+        self._stop.set()
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        """Work until `stop()` is called (or `until()` turns true), then drain and return."""
+        log.info(
+            "worker %s starting: capacity=%d heartbeat every %ss",
+            self._identity.worker_id,
+            self._config.capacity,
+            self._config.heartbeat_interval,
+        )
+        threads = [
+            threading.Thread(target=self._job_loop, name=f"job-{n}", daemon=True)
+            for n in range(self._config.capacity)
+        ]
+        ticker = threading.Thread(target=self._tick_loop, name="heartbeat", daemon=True)
+        for thread in [*threads, ticker]:
+            thread.start()
+        try:
+            while not self._stop.wait(0.05 if until else 1.0):
+                if until is not None and until():
+                    break
+        finally:
+            self._stop.set()
+            self._drain(threads, ticker)
+
+    def heartbeat(self) -> Heartbeat:
+        """The heartbeat this worker would send now."""
+        snapshot = self._stats.snapshot()
+        if self._draining:
+            status = "draining"
+        else:
+            status = "busy" if snapshot.in_flight else "idle"
+        return Heartbeat(
+            worker_id=self._identity.worker_id,
+            worker_type=self._identity.worker_type,
+            status=status,
+            capacity=self._config.capacity,
+            current_load=snapshot.in_flight,
+            processed_count=snapshot.processed,
+            failed_count=snapshot.failed,
+            success_rate=snapshot.success_rate,
+            average_job_time_ms=snapshot.average_job_time_ms,
+            timestamp=self._clock.now(),
+            hostname=self._config.hostname,
+            version=self._config.version,
+            broker_connected=self._source.status().connected,
+            outbox_depth=self._reporter.backlog(),
+            accepting_jobs=self._reporter.accepting(),
+        )
+
+    def _job_loop(self) -> None:
+        while not self._stop.is_set():
+            if not self._reporter.accepting():
+                self._pause_while_outbox_full()
+                continue
+            delivery = self._source.receive(RECEIVE_POLL_SECONDS)
+            if delivery is None:
+                continue
+            if self._stop.is_set():
+                # Stop came while this thread was waiting: the job has not started, hand it back.
+                self._source.settle(delivery, Settlement.REQUEUE)
+                break
+            self._stats.started()
+            try:
+                self._processor.process(delivery)
+            finally:
+                self._stats.finished()
+
+    def _pause_while_outbox_full(self) -> None:
+        if not self._paused:
+            self._paused = True
+            log.warning(
+                "status outbox is full (%d updates): not taking new jobs until it drains",
+                self._reporter.backlog(),
+            )
+        if self._stop.wait(0.5) or not self._reporter.accepting():
+            return
+        if self._paused:
+            self._paused = False
+            log.info("status outbox has room again: taking jobs")
+
+    def _tick_loop(self) -> None:
+        interval = self._config.heartbeat_interval
+        next_metrics = self._clock.monotonic() + self._config.metrics_log_interval
+        self._send_heartbeat()
+        while not self._stop.wait(interval):
+            self._send_heartbeat()
+            if self._clock.monotonic() >= next_metrics:
+                next_metrics += self._config.metrics_log_interval
+                self._log_metrics()
+
+    def _send_heartbeat(self) -> None:
+        try:
+            self._heartbeats.send(self.heartbeat())
+        except HeartbeatFailed as exc:
+            # Once per outage: a dead orchestrator should not flood the log every tick.
+            if not self._heartbeat_failing:
+                log.warning("heartbeat failed (will keep trying every tick): %s", exc)
+            self._heartbeat_failing = True
+        except Exception:  # the heartbeat thread must outlive any sink bug
+            log.exception("heartbeat sink crashed")
+        else:
+            if self._heartbeat_failing:
+                log.info("heartbeats are getting through again")
+            self._heartbeat_failing = False
+
+    def _log_metrics(self) -> None:
+        snapshot = self._stats.snapshot()
+        log.info(
+            "metrics load=%d/%d processed=%d failed=%d success_rate=%.1f%% avg_job_time=%.1fms "
+            "outbox=%d",
+            snapshot.in_flight,
+            self._config.capacity,
+            snapshot.processed,
+            snapshot.failed,
+            snapshot.success_rate * 100,
+            snapshot.average_job_time_ms,
+            self._reporter.backlog(),
+            extra={
+                "load": snapshot.in_flight,
+                "capacity": self._config.capacity,
+                "processed": snapshot.processed,
+                "failed": snapshot.failed,
+                "success_rate": snapshot.success_rate,
+                "average_job_time_ms": snapshot.average_job_time_ms,
+            },
+        )
+
+    def _drain(self, threads: list[threading.Thread], ticker: threading.Thread) -> None:
+        self._draining = True
+        log.info("stopping: no new jobs; waiting up to %ss for running ones", self._config.shutdown_grace)
+        self._source.stop_receiving()
+        self._send_heartbeat()
+        deadline = self._clock.monotonic() + self._config.shutdown_grace
+        for thread in threads:
+            thread.join(max(0.0, deadline - self._clock.monotonic()))
+        unfinished = self._stats.snapshot().in_flight
+        if unfinished:
+            log.warning(
+                "grace period over with %d job(s) still running; the broker will redeliver them",
+                unfinished,
+            )
+        if not self._reporter.flush(max(1.0, deadline - self._clock.monotonic())):
+            log.warning(
+                "%d status update(s) not delivered yet; they stay in the outbox",
+                self._reporter.backlog(),
+            )
+        ticker.join(timeout=1.0)
+        self._log_metrics()
+        self._send_heartbeat()
+        self._source.close()
+        self._reporter.close()
+        self._heartbeats.close()
+        log.info("worker %s stopped", self._identity.worker_id)

@@ -1,0 +1,54 @@
+"""The job model: what a message asks the worker to do."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Priority(Enum):
+    """A queue tier; lower `rank` is served first."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        return _RANKS[self]
+
+    @property
+    def queue(self) -> str:
+        return f"job.{self.value}"
+
+    @classmethod
+    def from_queue(cls, queue: str) -> "Priority":
+        return cls(queue.removeprefix("job."))
+
+    @classmethod
+    def by_rank(cls) -> "list[Priority]":
+        return [cls.HIGH, cls.MEDIUM, cls.LOW]
+
+
+_RANKS = {Priority.HIGH: 0, Priority.MEDIUM: 1, Priority.LOW: 2}
+
+
+class JobStatus(Enum):
+    """A job's reported state; `running` always comes before one final state."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self is not JobStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: `type` picks the handler, `payload` is its input."""
+
+    id: str
+    type: str
+    payload: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,125 @@
+"""The `python-worker` command as a user runs it: a real process, real environment variables."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "bootstrap"]
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "RABBITMQ_"))}
+    environment["PYTHONPATH"] = str(SRC)
+    environment.update(env or {})
+    return subprocess.run(
+        [*CLI, *args], input=stdin, capture_output=True, text=True, env=environment, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("WORKER_CAPACITY", "zero", "WORKER_CAPACITY='zero'"),
+        ("WORKER_CAPACITY", "0", "greater than or equal to 1"),
+        ("HEARTBEAT_INTERVAL", "-1", "HEARTBEAT_INTERVAL='-1'"),
+        ("RABBITMQ_PORT", "70000", "RABBITMQ_PORT='70000'"),
+        ("STATUS_UPDATE_URL", "ftp://x", "http:// or https://"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT='xml'"),
+    ],
+)
+def test_exits_2_with_one_line_naming_the_variable_when_a_setting_is_bad(variable, value, expected):
+    result = run_cli("run", env={variable: value})
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"configuration error: {variable}")
+    assert expected in lines[0]
+    assert "(example: " in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_never_shows_a_bad_secret_value_in_the_configuration_error():
+    result = run_cli("run", env={"STATUS_API_TOKEN": "", "WORKER_CAPACITY": "x"})
+
+    assert result.returncode == 2
+    assert "WORKER_CAPACITY" in result.stderr
+
+
+def test_process_prints_running_and_final_status_for_each_job_as_json_lines():
+    jobs = "\n".join(
+        json.dumps(job)
+        for job in [
+            {"id": "a", "type": "sum", "payload": {"numbers": [1, 2, 3]}},
+            {"id": "b", "type": "email", "payload": {"value": "x@example.com"}},
+            {"id": "c", "type": "uppercase", "payload": {"data": {"k": "v"}}},
+        ]
+    )
+
+    result = run_cli("process", "-", stdin=jobs)
+
+    assert result.returncode == 0, result.stderr
+    updates = [json.loads(line) for line in result.stdout.splitlines()]
+    by_job: dict[str, list[dict]] = {}
+    for update in updates:
+        by_job.setdefault(update["jobId"], []).append(update)
+    assert [u["status"] for u in by_job["a"]] == ["running", "completed"]
+    assert by_job["a"][1]["result"] == {"operation": "sum", "value": 6, "count": 3}
+    assert by_job["b"][1]["result"]["valid"] is True
+    assert by_job["c"][1]["result"] == {"operation": "uppercase", "data": {"k": "V"}}
+
+
+def test_process_handles_every_line_of_a_mixed_file_and_exits_0(tmp_path):
+    lines = [
+        json.dumps({"id": "good", "type": "max", "payload": {"numbers": [1, 5]}}),
+        "this is not json",
+        json.dumps({"id": "no-type"}),
+        json.dumps([1, 2, 3]),
+        json.dumps({"id": "unknown", "type": "fly"}),
+        "",
+        json.dumps({"id": "bad-payload", "type": "sum", "payload": {"numbers": [True]}}),
+    ]
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(lines) + "\n")
+
+    result = run_cli("process", str(jobs))
+
+    assert result.returncode == 0, result.stderr
+    finals = {
+        update["jobId"]: update
+        for update in map(json.loads, result.stdout.splitlines())
+        if update["status"] != "running"
+    }
+    assert finals["good"]["status"] == "completed"
+    assert {job: finals[job]["status"] for job in ("no-type", "unknown", "bad-payload")} == {
+        "no-type": "failed",
+        "unknown": "failed",
+        "bad-payload": "failed",
+    }
+    assert all(finals[job]["errorMessage"] for job in ("no-type", "unknown", "bad-payload"))
+    assert "dead-lettered line 2: message body is not valid UTF-8 JSON" in result.stderr
+    assert "dead-lettered line 4: message body is a JSON array, not an object" in result.stderr
+    assert "handled 6 job(s): 1 completed, 5 failed (5 dead-lettered)" in result.stderr
+
+
+def test_process_reports_a_missing_file_without_a_traceback(tmp_path):
+    result = run_cli("process", str(tmp_path / "missing.jsonl"))
+
+    assert result.returncode == 1
+    assert "cannot read" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_starts_every_high_job_before_any_medium_or_low_job():
+    result = run_cli("demo")
+
+    assert result.returncode == 0, result.stderr
+    order_line = next(line for line in result.stdout.splitlines() if line.startswith("start order"))
+    assert order_line.startswith("start order by queue: job.high x")
+    assert order_line.count("->") == 2
+    assert "metrics: processed=" in result.stdout
