@@ -156,7 +156,9 @@ class JobProcessor:
     ) -> None:
         self._reporter.report(self._update(job, delivery, status, **fields), on_handled)
 
-    def _update(self, job: Job, delivery: Delivery, status: JobStatus, **fields: Any) -> StatusUpdate:
+    def _update(
+        self, job: Job, delivery: Delivery, status: JobStatus, **fields: Any
+    ) -> StatusUpdate:
         return StatusUpdate(
             job_id=job.id,
             status=status,

@@ -28,7 +28,7 @@ class StatsSnapshot:
 
 
 class WorkerStats:
-    """Thread-safe counters; `processed` counts every handled delivery, `failed` those that failed."""
+    """Thread-safe counters: `processed` counts every handled delivery, `failed` the failures."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -101,10 +101,9 @@ class Worker:
     def heartbeat(self) -> Heartbeat:
         """The heartbeat this worker would send now."""
         snapshot = self._stats.snapshot()
+        status = "busy" if snapshot.in_flight else "idle"
         if self._draining:
             status = "draining"
-        else:
-            status = "busy" if snapshot.in_flight else "idle"
         return Heartbeat(
             worker_id=self._identity.worker_id,
             worker_type=self._identity.worker_type,
@@ -203,7 +202,9 @@ class Worker:
 
     def _drain(self, threads: list[threading.Thread], ticker: threading.Thread) -> None:
         self._draining = True
-        log.info("stopping: no new jobs; waiting up to %ss for running ones", self._config.shutdown_grace)
+        log.info(
+            "stopping: no new jobs; waiting up to %ss for running ones", self._config.shutdown_grace
+        )
         self._source.stop_receiving()
         self._send_heartbeat()
         deadline = self._clock.monotonic() + self._config.shutdown_grace

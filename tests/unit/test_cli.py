@@ -13,11 +13,19 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None):
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "RABBITMQ_"))}
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "RABBITMQ_"))
+    }
     environment["PYTHONPATH"] = str(SRC)
     environment.update(env or {})
     return subprocess.run(
-        [*CLI, *args], input=stdin, capture_output=True, text=True, env=environment, timeout=120
+        [*CLI, *args],
+        check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
     )
 
 

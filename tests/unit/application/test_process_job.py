@@ -27,7 +27,9 @@ def make_processor(
     )
 
 
-def deliver(source: InMemorySource, body: bytes | dict[str, Any], queue: str = "job.low") -> Delivery:
+def deliver(
+    source: InMemorySource, body: bytes | dict[str, Any], queue: str = "job.low"
+) -> Delivery:
     source.publish(queue, body if isinstance(body, bytes) else json.dumps(body).encode())
     delivery = source.receive(timeout=0)
     assert delivery is not None

@@ -142,7 +142,9 @@ def test_takes_no_job_while_status_outbox_is_full():
     thread.join(10)
 
     assert started_while_full == []
-    assert harness.source.acked == [b'{"id": "waiting", "type": "sum", "payload": {"numbers": [1, 2]}}']
+    assert harness.source.acked == [
+        b'{"id": "waiting", "type": "sum", "payload": {"numbers": [1, 2]}}'
+    ]
     assert worker.heartbeat().accepting_jobs
 
 

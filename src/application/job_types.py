@@ -1,0 +1,396 @@
+"""The job-type table: each `type` names its payload schema and the domain handler that runs it."""
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from domain import calculation, transformation, validation
+from domain.calculation import Aggregate, Number, number_problem
+from domain.errors import InvalidPayload, UnknownJobType
+from domain.limits import (
+    DEFAULT_COUNT,
+    MAX_COUNT,
+    MAX_FIELD_LENGTH,
+    MAX_FIELDS,
+    MAX_NUMBERS,
+    MAX_PATTERN_LENGTH,
+    MAX_SEED,
+)
+from domain.transformation import JsonObject, lowercase, normalize, reverse, uppercase
+from domain.validation import Verdict
+
+RngFactory = Callable[[int | None], random.Random]
+"""Makes the random source for generated numbers from the payload's `seed` (None: unseeded)."""
+
+
+# --- Payload schemas ------------------------------------------------------------------------
+
+
+def _number(value: object) -> Number:
+    problem = number_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("number", problem)
+    assert isinstance(value, int | float)  # number_problem has just ruled out the rest
+    return value
+
+
+# A plain validator, so that `true`, `"3"` and `NaN` each get one clear reason rather than
+# one complaint per member of an `int | float` union.
+JsonNumber = Annotated[int | float, PlainValidator(_number)]
+FieldPath = Annotated[StrictStr, Field(max_length=MAX_FIELD_LENGTH)]
+
+
+class _Payload(BaseModel):
+    # A misspelt option ("feilds") must fail loudly, not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CalculationPayload(_Payload):
+    operation: str | None = None
+    numbers: list[JsonNumber] | None = Field(default=None, max_length=MAX_NUMBERS)
+    count: StrictInt | None = Field(default=None, ge=1, le=MAX_COUNT)
+    seed: StrictInt | None = Field(default=None, ge=-MAX_SEED, le=MAX_SEED)
+
+    @model_validator(mode="after")
+    def _numbers_or_count(self) -> "CalculationPayload":
+        if self.numbers is not None and (self.count is not None or self.seed is not None):
+            raise PydanticCustomError(
+                "numbers_and_count",
+                "give numbers, or count and seed to generate them, not both",
+            )
+        return self
+
+
+class SortPayload(CalculationPayload):
+    order: Literal["asc", "desc"] = "asc"
+
+
+class TransformPayload(_Payload):
+    operation: str | None = None
+    data: dict[str, Any]
+
+
+class FilterPayload(TransformPayload):
+    fields: list[FieldPath] | None = Field(default=None, max_length=MAX_FIELDS)
+    exclude: list[FieldPath] | None = Field(default=None, max_length=MAX_FIELDS)
+
+
+class ValuePayload(_Payload):
+    type: str | None = None
+    value: Any = None
+
+
+class PhonePayload(ValuePayload):
+    region: StrictStr | None = Field(default=None, max_length=8)
+
+
+class RangePayload(ValuePayload):
+    min: JsonNumber | None = None
+    max: JsonNumber | None = None
+
+
+class LengthPayload(ValuePayload):
+    min: StrictInt | None = Field(default=None, ge=0)
+    max: StrictInt | None = Field(default=None, ge=0)
+
+
+class RegexPayload(ValuePayload):
+    pattern: StrictStr = Field(max_length=MAX_PATTERN_LENGTH)
+
+
+# --- Handlers: validated payload in, SPEC §5 result out -------------------------------------
+
+Result = dict[str, Any]
+Handler = Callable[[str, Any, RngFactory], Result]
+
+
+def _numbers_of(
+    payload: CalculationPayload, rng_factory: RngFactory
+) -> tuple[list[Number], list[int] | None]:
+    if payload.numbers is not None:
+        return payload.numbers, None
+    count = DEFAULT_COUNT if payload.count is None else payload.count
+    generated = calculation.generate_numbers(count, rng_factory(payload.seed))
+    return list(generated), generated
+
+
+def _with_generated(result: Result, generated: list[int] | None) -> Result:
+    if generated is not None:
+        result["numbers"] = generated
+    return result
+
+
+def _value_of(compute: Callable[[list[Number]], object]) -> Handler:
+    def run(operation: str, payload: CalculationPayload, rng_factory: RngFactory) -> Result:
+        numbers, generated = _numbers_of(payload, rng_factory)
+        result = {"operation": operation, "value": compute(numbers), "count": len(numbers)}
+        return _with_generated(result, generated)
+
+    return run
+
+
+def _sorted(operation: str, payload: SortPayload, rng_factory: RngFactory) -> Result:
+    numbers, generated = _numbers_of(payload, rng_factory)
+    value = calculation.sort_numbers(numbers, payload.order)
+    return _with_generated(
+        {"operation": operation, "value": value, "count": len(numbers)}, generated
+    )
+
+
+def _summary_of(compute: Callable[[list[Number]], Aggregate]) -> Handler:
+    def run(operation: str, payload: CalculationPayload, rng_factory: RngFactory) -> Result:
+        numbers, generated = _numbers_of(payload, rng_factory)
+        summary = compute(numbers)
+        result: Result = {"operation": operation}
+        result.update({_camel(f.name): getattr(summary, f.name) for f in fields(summary)})
+        return _with_generated(result, generated)
+
+    return run
+
+
+def _transformed(change: Callable[[Mapping[str, object]], JsonObject]) -> Handler:
+    def run(operation: str, payload: TransformPayload, _rng: RngFactory) -> Result:
+        return {"operation": operation, "data": change(payload.data)}
+
+    return run
+
+
+def _filtered(operation: str, payload: FilterPayload, _rng: RngFactory) -> Result:
+    data = transformation.filter_data(payload.data, payload.fields, payload.exclude)
+    return {"operation": operation, "data": data}
+
+
+def _verdict(check: Callable[[Any], Verdict], *, normalizes: bool = False) -> Handler:
+    def run(rule: str, payload: ValuePayload, _rng: RngFactory) -> Result:
+        verdict = check(payload)
+        result: Result = {"type": rule, "valid": verdict.valid, "reason": verdict.reason}
+        if normalizes:
+            result["normalized"] = verdict.normalized
+        return result
+
+    return run
+
+
+def _email(payload: ValuePayload) -> Verdict:
+    return validation.validate_email(payload.value)
+
+
+def _phone(payload: PhonePayload) -> Verdict:
+    return validation.validate_phone(payload.value, payload.region)
+
+
+def _numeric(payload: ValuePayload) -> Verdict:
+    return validation.validate_numeric(payload.value)
+
+
+def _required(payload: ValuePayload) -> Verdict:
+    return validation.validate_required(payload.value)
+
+
+def _range(payload: RangePayload) -> Verdict:
+    return validation.validate_range(payload.value, payload.min, payload.max)
+
+
+def _length(payload: LengthPayload) -> Verdict:
+    return validation.validate_length(payload.value, payload.min, payload.max)
+
+
+def _regex(payload: RegexPayload) -> Verdict:
+    return validation.validate_regex(payload.value, payload.pattern)
+
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+# --- The table ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Family:
+    """Operations of one kind, and the generic job type that picks one by a payload field."""
+
+    generic_type: str
+    selector: str
+    noun: str
+
+
+CALCULATION = _Family(generic_type="calculate", selector="operation", noun="calculation")
+TRANSFORMATION = _Family(generic_type="transform", selector="operation", noun="transformation")
+VALIDATION = _Family(generic_type="validate", selector="type", noun="validation")
+
+
+@dataclass(frozen=True)
+class _Operation:
+    family: _Family
+    schema: type[_Payload]
+    run: Handler
+    is_job_type: bool = True
+    """False for operations reached only through their family's generic type."""
+
+
+# One line per operation: a new job type touches the domain and this table.
+_OPERATIONS: Mapping[str, _Operation] = {
+    "sum": _Operation(CALCULATION, CalculationPayload, _value_of(calculation.total)),
+    "average": _Operation(CALCULATION, CalculationPayload, _value_of(calculation.average)),
+    "min": _Operation(CALCULATION, CalculationPayload, _value_of(calculation.minimum)),
+    "max": _Operation(CALCULATION, CalculationPayload, _value_of(calculation.maximum)),
+    "sort": _Operation(CALCULATION, SortPayload, _sorted),
+    "aggregate": _Operation(CALCULATION, CalculationPayload, _summary_of(calculation.aggregate)),
+    "statistics": _Operation(
+        CALCULATION, CalculationPayload, _summary_of(calculation.describe), is_job_type=False
+    ),
+    "uppercase": _Operation(TRANSFORMATION, TransformPayload, _transformed(uppercase)),
+    "lowercase": _Operation(TRANSFORMATION, TransformPayload, _transformed(lowercase)),
+    "reverse": _Operation(TRANSFORMATION, TransformPayload, _transformed(reverse)),
+    "normalize": _Operation(TRANSFORMATION, TransformPayload, _transformed(normalize)),
+    "filter": _Operation(TRANSFORMATION, FilterPayload, _filtered),
+    "email": _Operation(VALIDATION, ValuePayload, _verdict(_email, normalizes=True)),
+    "phone": _Operation(VALIDATION, PhonePayload, _verdict(_phone, normalizes=True)),
+    "numeric": _Operation(VALIDATION, ValuePayload, _verdict(_numeric, normalizes=True)),
+    "required": _Operation(VALIDATION, ValuePayload, _verdict(_required)),
+    "range": _Operation(VALIDATION, RangePayload, _verdict(_range)),
+    "length": _Operation(VALIDATION, LengthPayload, _verdict(_length)),
+    "regex": _Operation(VALIDATION, RegexPayload, _verdict(_regex)),
+}
+
+_GENERIC: Mapping[str, _Family] = {
+    family.generic_type: family for family in (CALCULATION, TRANSFORMATION, VALIDATION)
+}
+
+JOB_TYPES: frozenset[str] = frozenset(_GENERIC) | frozenset(
+    name for name, operation in _OPERATIONS.items() if operation.is_job_type
+)
+"""Every job `type` the worker runs."""
+
+
+def run_job(
+    job_type: str,
+    payload: Mapping[str, Any],
+    *,
+    rng_factory: RngFactory = random.Random,
+) -> dict[str, Any]:
+    """The SPEC §5 result of running `job_type` on `payload`; JSON-ready, camelCase keys.
+
+    Raises UnknownJobType for a type not in JOB_TYPES and InvalidPayload, with a one-line
+    message naming the field, for a payload the handler cannot run. Generated numbers come from
+    `rng_factory(payload seed)`.
+    """
+    name = _operation_name(job_type, payload)
+    operation = _OPERATIONS[name]
+    return operation.run(name, _parse(operation.schema, payload), rng_factory)
+
+
+def _operation_name(job_type: str, payload: Mapping[str, Any]) -> str:
+    family = _GENERIC.get(job_type)
+    if family is not None:
+        choices = [name for name, op in _OPERATIONS.items() if op.family is family]
+        field = f"payload.{family.selector}"
+        chosen = payload.get(family.selector)
+        if chosen is None:
+            raise InvalidPayload(
+                f"{field} is required for {job_type} jobs; one of: {', '.join(choices)}"
+            )
+        if chosen not in choices:
+            raise InvalidPayload(
+                f"{field} {_short(chosen)} is not a {family.noun}; one of: {', '.join(choices)}"
+            )
+        return str(chosen)
+    operation = _OPERATIONS.get(job_type)
+    if operation is None or not operation.is_job_type:
+        raise UnknownJobType(
+            f"unknown job type {_short(job_type)}; known types: {', '.join(sorted(JOB_TYPES))}"
+        )
+    stated = payload.get(operation.family.selector)
+    if stated is not None and stated != job_type:
+        raise InvalidPayload(
+            f"payload.{operation.family.selector} is {_short(stated)} but the job type is "
+            f"{job_type!r}; leave it out or make them agree"
+        )
+    return job_type
+
+
+def _parse(schema: type[_Payload], payload: Mapping[str, Any]) -> _Payload:
+    try:
+        return schema.model_validate(dict(payload))
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        message = _describe(errors[0], schema)
+        if len(errors) > 1:
+            more = len(errors) - 1
+            message += f" (and {more} more problem{'s' if more > 1 else ''})"
+        raise InvalidPayload(message) from exc
+
+
+def _describe(error: ErrorDetails, schema: type[_Payload]) -> str:
+    path = "payload" + "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
+    )
+    kind, context, given = error["type"], error.get("ctx", {}), error.get("input")
+    if kind == "missing":
+        return f"{path} is required"
+    if kind == "extra_forbidden":
+        allowed = ", ".join(schema.model_fields)
+        return f"{path} is not a known field here; allowed fields: {allowed}"
+    if kind == "too_long" and isinstance(given, list):
+        return f"{path} has {len(given)} items; the limit is {context['max_length']}"
+    if kind == "string_too_long" and isinstance(given, str):
+        return f"{path} has {len(given)} characters; the limit is {context['max_length']}"
+    if kind == "less_than_equal":
+        return f"{path} is {given!r}; the limit is {context['le']}"
+    if kind == "greater_than_equal":
+        return f"{path} is {given!r}; it must be at least {context['ge']}"
+    if kind == "literal_error":
+        return f"{path} must be {context['expected']}, not {_short(given)}"
+    if kind == "int_type":
+        return f"{path} must be a whole number, not {_json_kind(given)}"
+    if kind == "string_type":
+        return f"{path} must be a string, not {_json_kind(given)}"
+    if kind == "dict_type":
+        return f"{path} must be a JSON object, not {_json_kind(given)}"
+    if kind == "list_type":
+        return f"{path} must be a list, not {_json_kind(given)}"
+    message = error["msg"]
+    if kind in _OUR_ERRORS:
+        return f"{path}: {message}"
+    return f"{path}: {message[:1].lower()}{message[1:]}"
+
+
+# Error types raised by our own validators; their messages are already written for users.
+_OUR_ERRORS = frozenset({"number", "numbers_and_count"})
+
+
+def _short(value: object) -> str:
+    # Messages end up in status updates and logs; a huge bogus value must not swamp them.
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
