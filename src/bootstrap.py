@@ -1,8 +1,9 @@
-"""Settings, the dependency container and the `python-worker` CLI: the only module naming concrete classes."""
+"""Settings, the DI container and the `python-worker` CLI: the one module naming classes."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import secrets
@@ -23,6 +24,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pythonjsonlogger.json import JsonFormatter
 
+from adapters.http.heartbeat_sink import HttpHeartbeatSink
+from adapters.http.status_reporter import HttpStatusReporter
 from adapters.memory import (
     InMemoryHeartbeatSink,
     InMemorySource,
@@ -75,7 +78,9 @@ class Settings(BaseSettings):
         examples=["rabbit1.internal,rabbit2.internal"],
     )
     rabbitmq_port: int = Field(5672, ge=1, le=65535, description="broker port", examples=[5672])
-    rabbitmq_username: str = Field("guest", min_length=1, description="broker user", examples=["worker"])
+    rabbitmq_username: str = Field(
+        "guest", min_length=1, description="broker user", examples=["worker"]
+    )
     rabbitmq_password: SecretStr = Field(
         SecretStr("guest"), description="broker password (never logged)", examples=["s3cret"]
     )
@@ -84,12 +89,14 @@ class Settings(BaseSettings):
         30,
         ge=1,
         le=3600,
-        description="AMQP heartbeat timeout in seconds; a dead link is noticed within about twice this",
+        description="AMQP heartbeat timeout (s); a dead link is noticed within about twice this",
         examples=[30],
     )
     rabbitmq_tls: bool = Field(False, description="connect with TLS (amqps)", examples=["true"])
     rabbitmq_ca_file: Path | None = Field(
-        None, description="CA bundle to verify the broker's certificate (TLS)", examples=["/etc/ssl/rabbit-ca.pem"]
+        None,
+        description="CA bundle to verify the broker's certificate (TLS)",
+        examples=["/etc/ssl/rabbit-ca.pem"],
     )
     rabbitmq_tls_server_name: str | None = Field(
         None,
@@ -116,9 +123,15 @@ class Settings(BaseSettings):
         examples=["vm1-worker"],
     )
     worker_type: str = Field(
-        "python", min_length=1, max_length=64, description="label sent in heartbeats and statuses", examples=["python"]
+        "python",
+        min_length=1,
+        max_length=64,
+        description="label sent in heartbeats and statuses",
+        examples=["python"],
     )
-    worker_capacity: int = Field(10, ge=1, le=1000, description="most jobs in flight at once", examples=[10])
+    worker_capacity: int = Field(
+        10, ge=1, le=1000, description="most jobs in flight at once", examples=[10]
+    )
     orchestrator_url: str = Field(
         "http://localhost:8081",
         description="base URL; heartbeats go to ${ORCHESTRATOR_URL}/api/workers/heartbeat",
@@ -136,10 +149,18 @@ class Settings(BaseSettings):
         None, description="bearer token for the status API (never logged)", examples=["api-token"]
     )
     heartbeat_interval: float = Field(
-        10, gt=0, le=3600, description="seconds between heartbeats (fractions allowed)", examples=[10]
+        10,
+        gt=0,
+        le=3600,
+        description="seconds between heartbeats (fractions allowed)",
+        examples=[10],
     )
     shutdown_grace_seconds: float = Field(
-        30, ge=0, le=86400, description="how long running jobs may finish after SIGTERM", examples=[30]
+        30,
+        ge=0,
+        le=86400,
+        description="how long running jobs may finish after SIGTERM",
+        examples=[30],
     )
     status_outbox_dir: Path = Field(
         Path("status-outbox"),
@@ -155,7 +176,9 @@ class Settings(BaseSettings):
     metrics_log_interval: float = Field(
         60, gt=0, description="seconds between metrics log lines", examples=[60]
     )
-    log_format: Literal["text", "json"] = Field("text", description="log line format", examples=["json"])
+    log_format: Literal["text", "json"] = Field(
+        "text", description="log line format", examples=["json"]
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="least severe level logged", examples=["INFO"]
     )
@@ -255,8 +278,8 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
 # --------------------------------------------------------------------------- container
 
 
-def _not_yet(what: str) -> Any:
-    raise ConfigurationError(f"{what} is not available in this version")
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 class Container(containers.DeclarativeContainer):
@@ -286,13 +309,26 @@ class Container(containers.DeclarativeContainer):
     status_reporter = providers.Selector(
         reporter_kind,
         memory=providers.Singleton(InMemoryStatusReporter),
-        stdout=providers.Singleton(JsonLinesStatusReporter, stream=providers.Callable(lambda: sys.stdout)),
-        http=providers.Singleton(_not_yet, "the HTTP status reporter"),
+        stdout=providers.Singleton(
+            JsonLinesStatusReporter, stream=providers.Callable(lambda: sys.stdout)
+        ),
+        http=providers.Singleton(
+            HttpStatusReporter,
+            url=settings.provided.status_update_url,
+            outbox_dir=settings.provided.status_outbox_dir,
+            token=providers.Callable(_secret, settings.provided.status_api_token),
+            lanes=settings.provided.worker_capacity,
+            outbox_max_items=settings.provided.status_outbox_max_items,
+        ),
     )
     heartbeat_sink = providers.Selector(
         heartbeat_kind,
         memory=providers.Singleton(InMemoryHeartbeatSink),
-        http=providers.Singleton(_not_yet, "the HTTP heartbeat sink"),
+        http=providers.Singleton(
+            HttpHeartbeatSink,
+            orchestrator_url=settings.provided.orchestrator_url,
+            token=providers.Callable(_secret, settings.provided.orchestrator_token),
+        ),
     )
 
     processor = providers.Singleton(
@@ -325,7 +361,9 @@ class Container(containers.DeclarativeContainer):
     )
 
 
-def build_container(settings: Settings, *, reporter: str = "http", heartbeats: str = "http") -> Container:
+def build_container(
+    settings: Settings, *, reporter: str = "http", heartbeats: str = "http"
+) -> Container:
     container = Container(settings=settings)
     container.reporter_kind.override(reporter)
     container.heartbeat_kind.override(heartbeats)
@@ -349,7 +387,9 @@ def _install_signal_handlers(worker: Worker) -> None:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         received.append(signum)
         if len(received) == 1:
-            log.info("%s received: draining (send it again to stop at once)", signal.Signals(signum).name)
+            log.info(
+                "%s received: draining (send it again to stop at once)", signal.Signals(signum).name
+            )
             worker.stop()
         else:
             # Unacknowledged messages go back to the broker when the connection drops.
@@ -467,7 +507,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     out.write(
         f"\nstart order by queue: {_runs(started_queues)}\n"
         f"metrics: processed={snapshot.processed} failed={snapshot.failed} "
-        f"success_rate={snapshot.success_rate:.0%} avg_job_time={snapshot.average_job_time_ms:.2f}ms "
+        f"success_rate={snapshot.success_rate:.0%} "
+        f"avg_job_time={snapshot.average_job_time_ms:.2f}ms "
         f"dead_lettered={len(source.dead_lettered)}\n"
     )
     return 0
@@ -507,16 +548,17 @@ def _publish_messages(args: argparse.Namespace) -> Iterator[tuple[Priority, byte
         priority = default
         if args.queue is None:
             # A line may carry its own tier (as the demo jobs do); the worker ignores the field.
-            try:
+            # A line that is not a job is published as it is: the worker dead-letters it.
+            with contextlib.suppress(orjson.JSONDecodeError, AttributeError, ValueError):
                 priority = Priority(orjson.loads(body).get("priority", "medium"))
-            except (orjson.JSONDecodeError, AttributeError, ValueError):
-                pass  # published as it is: the worker dead-letters what is not a job
         yield priority, body
 
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     if args.file is None and not args.type:
-        print("python-worker publish: give --type (one job) or a FILE of JSON lines", file=sys.stderr)
+        print(
+            "python-worker publish: give --type (one job) or a FILE of JSON lines", file=sys.stderr
+        )
         return EXIT_CONFIG_ERROR
     try:
         report = RabbitMQPublisher(settings.broker_config()).publish(_publish_messages(args))
@@ -538,7 +580,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python-worker",
-        description="RabbitMQ job worker: priority queues, built-in handlers, durable status reporting.",
+        description="RabbitMQ job worker: priority queues, built-in handlers, durable statuses.",
     )
     parser.add_argument("--version", action="version", version=f"python-worker {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,6 +1,7 @@
 """The RabbitMQ message source: one consumer per priority queue, a tiered buffer, one I/O thread."""
 
 import collections
+import contextlib
 import functools
 import logging
 import random
@@ -36,7 +37,7 @@ class _ConsumerCancelled(Exception):
 
 def reconnect_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
     """Exponential backoff with jitter: half fixed, half random, so a fleet spreads out."""
-    ceiling = min(cap, base * 2**attempt)
+    ceiling = min(cap, base * 2.0 ** min(attempt, 32))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
@@ -116,10 +117,9 @@ class RabbitMQSource(MessageSource):
             self._ready.notify_all()
         connection = self._connection
         if connection is not None:
-            try:
+            # If the connection is gone, the broker requeues everything anyway.
+            with contextlib.suppress(pika.exceptions.AMQPError):
                 connection.add_callback_threadsafe(self._cancel_consumers)
-            except pika.exceptions.AMQPError:
-                pass  # the connection is gone: the broker requeues everything anyway
 
     def close(self) -> None:
         self.stop_receiving()

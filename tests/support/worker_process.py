@@ -1,0 +1,82 @@
+"""`python-worker run` as a real child process, configured through real environment variables."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+class WorkerProcess:
+    """One worker process; its log goes to a file the test can read after the fact."""
+
+    def __init__(self, log_path: Path, **env: str | int | float) -> None:
+        self.log_path = log_path
+        self._env = {key.upper(): str(value) for key, value in env.items()}
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("WORKER_", "RABBITMQ_", "STATUS_", "ORCHESTRATOR_"))
+        }
+        environment["PYTHONPATH"] = str(SRC)
+        environment.update(self._env)
+        log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bootstrap", "run"],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        assert self._process is not None
+        self._process.send_signal(signum)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait(30)
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float) -> int:
+        assert self._process is not None
+        return self._process.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            if not self.running():
+                return False
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        """Tear-down: never leave a worker behind, whatever the test did."""
+        if self.running():
+            self.signal(signal.SIGKILL)
+            self.wait(30)
