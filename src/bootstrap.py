@@ -32,10 +32,12 @@ from adapters.memory import (
     InMemoryStatusReporter,
     JsonLinesStatusReporter,
 )
+from adapters.observability.prometheus import HealthServer, PrometheusMetrics
 from adapters.rabbitmq.connection import BrokerConfig
 from adapters.rabbitmq.publisher import PublishFailed, RabbitMQPublisher
 from adapters.rabbitmq.source import RabbitMQSource
 from application.clock import SystemClock
+from application.ports import MessageSource, StatusReporter
 from application.process_job import JobProcessor, WorkerIdentity
 from application.stats import WorkerStats
 from application.worker import Worker, WorkerConfig
@@ -172,6 +174,19 @@ class Settings(BaseSettings):
         ge=100,
         description="outbox bound; when it is full the worker stops taking new jobs",
         examples=[100000],
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="port for /metrics (Prometheus), /healthz and /readyz; off when unset",
+        examples=[9100],
+    )
+    metrics_host: str = Field(
+        "0.0.0.0",
+        min_length=1,
+        description="address the metrics and health endpoints listen on",
+        examples=["127.0.0.1"],
     )
     metrics_log_interval: float = Field(
         60, gt=0, description="seconds between metrics log lines", examples=[60]
@@ -331,6 +346,7 @@ class Container(containers.DeclarativeContainer):
         ),
     )
 
+    metrics = providers.Singleton(PrometheusMetrics)
     processor = providers.Singleton(
         JobProcessor,
         source=message_source,
@@ -338,6 +354,7 @@ class Container(containers.DeclarativeContainer):
         identity=identity,
         clock=clock,
         stats=stats,
+        observers=providers.List(metrics),
     )
     worker_config = providers.Singleton(
         WorkerConfig,
@@ -377,8 +394,67 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     container = build_container(settings)
     worker = container.worker()
     _install_signal_handlers(worker)
-    worker.run()
+    health = _start_health_server(container, settings)
+    try:
+        worker.run()
+    finally:
+        if health is not None:
+            health.close()
     return 0
+
+
+def _start_health_server(container: Container, settings: Settings) -> HealthServer | None:
+    if settings.metrics_port is None:
+        return None
+    metrics: PrometheusMetrics = container.metrics()
+    source: MessageSource = container.message_source()
+    reporter: StatusReporter = container.status_reporter()
+    stats: WorkerStats = container.stats()
+    metrics.gauge("worker_jobs_in_flight", "Jobs running now.", lambda: stats.snapshot().in_flight)
+    metrics.gauge(
+        "worker_capacity", "Most jobs this worker runs at once.", lambda: settings.worker_capacity
+    )
+    metrics.gauge(
+        "worker_status_outbox_depth",
+        "Status updates accepted but not yet delivered (in memory or in the outbox).",
+        reporter.backlog,
+    )
+    metrics.gauge(
+        "worker_status_delivery_failures",
+        "Status deliveries that failed (each retried or stored in the outbox).",
+        lambda: getattr(reporter, "delivery_failures", lambda: 0)(),
+    )
+    metrics.gauge(
+        "worker_broker_reconnects",
+        "Times the broker connection was lost and re-established.",
+        lambda: source.status().reconnects,
+    )
+    metrics.gauge(
+        "worker_broker_connected",
+        "1 while connected to the broker.",
+        lambda: source.status().connected,
+    )
+
+    def readiness() -> list[str]:
+        status = source.status()
+        problems = []
+        if not status.connected:
+            problems.append("not connected to the broker")
+        elif not status.consuming:
+            problems.append("not consuming")
+        if not reporter.accepting():
+            problems.append("status outbox is full")
+        return problems
+
+    try:
+        server = HealthServer(settings.metrics_host, settings.metrics_port, metrics, readiness)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"configuration error: METRICS_PORT={settings.metrics_port}: cannot listen "
+            f"({exc.strerror}) (example: METRICS_PORT=9100)"
+        ) from None
+    server.start()
+    return server
 
 
 def _install_signal_handlers(worker: Worker) -> None:

@@ -35,6 +35,8 @@ class Delivery:
     attempt: int = 1
     headers: Mapping[str, Any] = field(default_factory=dict)
     redelivered: bool = False
+    received_at: float | None = None
+    """`time.monotonic()` when the adapter got it from the broker, if it buffers deliveries."""
 
     @property
     def queue(self) -> str:
@@ -223,7 +225,11 @@ class HeartbeatSink(abc.ABC):
 
 
 class JobObserver(abc.ABC):
-    """Told of every finished job (metrics); must be fast and must not raise."""
+    """Told of every job as it starts and ends (metrics); must be fast and must not raise."""
+
+    @abc.abstractmethod
+    def job_started(self, queue: str, waited_s: float) -> None:
+        """A job thread took a delivery that had waited `waited_s` seconds at this worker."""
 
     @abc.abstractmethod
     def job_finished(self, job_type: str, outcome: str, duration_s: float, queue: str) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from application.clock import Clock
-from application.job_types import run_job
+from application.job_types import JOB_TYPES, run_job
 from application.messages import parse_job
 from application.ports import (
     Delivery,
@@ -65,6 +65,9 @@ class JobProcessor:
     def process(self, delivery: Delivery) -> None:
         """Handle one delivery completely; never raises."""
         started = self._clock.monotonic()
+        if delivery.received_at is not None:
+            for observer in self._observers:
+                observer.job_started(delivery.queue, max(0.0, started - delivery.received_at))
         try:
             job = parse_job(delivery.body)
         except InvalidMessage as exc:
@@ -132,8 +135,10 @@ class JobProcessor:
                 "attempt": delivery.attempt,
             },
         )
+        # Only known types become a label: a client's typos must not grow the metric forever.
+        job_type = job.type if job.type in JOB_TYPES else "unknown"
         for observer in self._observers:
-            observer.job_finished(job.type, status.value, duration_ms / 1000, delivery.queue)
+            observer.job_finished(job_type, status.value, duration_ms / 1000, delivery.queue)
         settlement = Settlement.DEAD_LETTER if failed else Settlement.ACK
         self._report(
             job,

@@ -231,6 +231,7 @@ class RabbitMQSource(MessageSource):
             attempt=2 if method.redelivered else 1,
             headers=properties.headers or {},
             redelivered=method.redelivered,
+            received_at=time.monotonic(),
         )
         with self._ready:
             self._buffers[priority].append(delivery)
