@@ -12,7 +12,7 @@ from bootstrap import Settings
 
 GENERATED_DEFAULTS = {
     "worker_id": "hostname + random suffix",
-    "rabbitmq_prefetch": "2 × `WORKER_CAPACITY`",
+    "rabbitmq_prefetch": "twice `WORKER_CAPACITY`",
 }
 
 

@@ -422,7 +422,7 @@ def _start_health_server(container: Container, settings: Settings) -> HealthServ
     metrics.gauge(
         "worker_status_delivery_failures",
         "Status deliveries that failed (each retried or stored in the outbox).",
-        lambda: getattr(reporter, "delivery_failures", lambda: 0)(),
+        reporter.delivery_failures,
     )
     metrics.gauge(
         "worker_broker_reconnects",

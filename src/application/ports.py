@@ -161,6 +161,10 @@ class StatusReporter(abc.ABC):
         """Updates accepted but not yet delivered (in memory or in the outbox)."""
         return 0
 
+    def delivery_failures(self) -> int:
+        """Delivery attempts that failed so far (each was retried or stored)."""
+        return 0
+
     def flush(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for accepted updates to be handled; True if all were."""
         return True

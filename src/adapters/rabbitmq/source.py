@@ -4,7 +4,6 @@ import collections
 import contextlib
 import functools
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -13,12 +12,15 @@ from typing import Any
 import pika
 import pika.exceptions
 
+from adapters.backoff import full_jitter
 from adapters.rabbitmq.connection import JOB_QUEUES, BrokerConfig, declare_topology
 from application.ports import Delivery, MessageSource, Settlement, SourceStatus
 from domain.jobs import Priority
 
 log = logging.getLogger(__name__)
 
+RECONNECT_BASE_SECONDS = 1.0
+RECONNECT_CAP_SECONDS = 30.0
 IO_POLL_SECONDS = 0.2
 """Longest the I/O thread sleeps in pika before it looks at its own flags again."""
 
@@ -33,12 +35,6 @@ class _Handle:
 
 class _ConsumerCancelled(Exception):
     """Raised on the I/O thread when the broker cancelled a consumer (queue deleted...)."""
-
-
-def reconnect_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
-    """Exponential backoff with jitter: half fixed, half random, so a fleet spreads out."""
-    ceiling = min(cap, base * 2.0 ** min(attempt, 32))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 class RabbitMQSource(MessageSource):
@@ -164,8 +160,8 @@ class RabbitMQSource(MessageSource):
                 self._connection_lost(exc)
             if self._closing.is_set():
                 break
-            delay = reconnect_delay(attempt)
             attempt += 1
+            delay = full_jitter(RECONNECT_BASE_SECONDS, attempt, RECONNECT_CAP_SECONDS)
             log.warning(
                 "reconnecting to %s in %.1fs (attempt %d)", self._config.where(), delay, attempt
             )

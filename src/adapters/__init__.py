@@ -1,0 +1,1 @@
+"""Adapters: each implements a port from `application.ports` and hides its vendor library."""

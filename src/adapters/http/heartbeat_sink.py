@@ -1,0 +1,80 @@
+"""Sends worker heartbeats to the orchestrator over HTTP."""
+
+import threading
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+from application.ports import Heartbeat, HeartbeatFailed, HeartbeatSink
+
+HEARTBEAT_PATH = "/api/workers/heartbeat"
+_BODY_EXCERPT = 200
+
+
+class HttpHeartbeatSink(HeartbeatSink):
+    """POSTs each heartbeat to `<orchestrator_url>/api/workers/heartbeat`; fails fast.
+
+    Short timeouts keep a slow orchestrator from delaying the next tick; any failure becomes a
+    one-line `HeartbeatFailed` (status code and a short excerpt of the answer). The bearer token
+    is sent as a header and never appears in a message or a repr.
+    """
+
+    def __init__(
+        self,
+        orchestrator_url: str,
+        *,
+        token: str | None = None,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 3.0,
+        trust_env: bool = False,
+    ) -> None:
+        self._url = orchestrator_url.rstrip("/") + HEARTBEAT_PATH
+        self._timeouts = (connect_timeout, read_timeout)
+        # The worker's heartbeat thread is the only caller, but a lock costs nothing here and
+        # keeps the (not thread-safe) session safe from a second caller.
+        self._lock = threading.Lock()
+        self._session = requests.Session()
+        self._session.trust_env = trust_env
+        # No urllib3 retries: a missed heartbeat is simply sent again at the next tick.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers["Content-Type"] = "application/json"
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def send(self, heartbeat: Heartbeat) -> None:
+        body = orjson.dumps(heartbeat.to_json())
+        try:
+            with self._lock:
+                response = self._session.post(
+                    self._url, data=body, timeout=self._timeouts, allow_redirects=False
+                )
+        except requests.RequestException as exc:
+            # requests' messages name the URL and the cause, never the headers.
+            raise HeartbeatFailed(
+                _one_line(f"heartbeat to {self._url} failed: {type(exc).__name__}: {exc}")
+            ) from None
+        if not 200 <= response.status_code < 300:
+            raise HeartbeatFailed(
+                _one_line(
+                    f"heartbeat to {self._url} answered HTTP {response.status_code}: "
+                    f"{response.text[:_BODY_EXCERPT]}"
+                )
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._session.close()
+
+    def __repr__(self) -> str:
+        return f"HttpHeartbeatSink(url={self._url!r})"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
