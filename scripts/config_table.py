@@ -1,8 +1,11 @@
 """Print the README's configuration table from the settings class, so the two cannot drift.
 
-Usage: python scripts/config_table.py   (tests/unit/test_docs.py checks the README against it)
+Usage: python scripts/config_table.py [--write]
+(prints the table, or rewrites it in README.md; tests/unit/test_docs.py checks the README)
 """
 
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,5 +41,25 @@ def config_table() -> str:
     return "\n".join(lines)
 
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+TABLE = re.compile(r"(<!-- config-table:start[^>]*-->\n)(.*?)(<!-- config-table:end -->)", re.S)
+
+
+def readme_table() -> str | None:
+    match = TABLE.search(README.read_text(encoding="utf-8"))
+    return match.group(2).strip() if match else None
+
+
+def write_readme_table() -> None:
+    text = README.read_text(encoding="utf-8")
+    table = config_table()
+    README.write_text(
+        TABLE.sub(lambda m: m.group(1) + table + "\n" + m.group(3), text), encoding="utf-8"
+    )
+
+
 if __name__ == "__main__":
-    print(config_table())
+    if "--write" in sys.argv[1:]:
+        write_readme_table()
+    else:
+        print(config_table())

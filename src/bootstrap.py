@@ -6,12 +6,14 @@ import argparse
 import contextlib
 import logging
 import os
+import random
 import secrets
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata, resources
 from pathlib import Path
 from types import FrameType
@@ -28,17 +30,21 @@ from adapters.http.heartbeat_sink import HttpHeartbeatSink
 from adapters.http.status_reporter import HttpStatusReporter
 from adapters.memory import (
     InMemoryHeartbeatSink,
+    InMemoryJobMemory,
     InMemorySource,
     InMemoryStatusReporter,
     JsonLinesStatusReporter,
 )
 from adapters.observability.prometheus import HealthServer, PrometheusMetrics
+from adapters.preflight import Outcome, PreflightTarget, preflight_checks
 from adapters.rabbitmq.connection import BrokerConfig
 from adapters.rabbitmq.publisher import PublishFailed, RabbitMQPublisher
 from adapters.rabbitmq.source import RabbitMQSource
+from adapters.sqlite_store import SqliteJobMemory
 from application.clock import SystemClock
+from application.job_types import run_job
 from application.ports import MessageSource, StatusReporter
-from application.process_job import JobProcessor, WorkerIdentity
+from application.process_job import JobProcessor, JobRunner, WorkerIdentity
 from application.stats import WorkerStats
 from application.worker import Worker, WorkerConfig
 from domain.jobs import JobStatus, Priority
@@ -111,6 +117,30 @@ class Settings(BaseSettings):
         le=10_000,
         description="unacknowledged messages per queue consumer; default twice WORKER_CAPACITY",
         examples=[20],
+    )
+    queue_type: Literal["classic", "quorum"] = Field(
+        "classic",
+        description="type of job queues this worker declares (quorum for new deployments)",
+        examples=["quorum"],
+    )
+    max_delivery_attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="starts of one job without an outcome before it is failed and dead-lettered",
+        examples=[5],
+    )
+    job_memory_size: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="recent jobs remembered on disk (redeliveries, crash loops); see Guarantees",
+        examples=[100000],
+    )
+    worker_test_handlers: bool = Field(
+        False,
+        description="for tests only: enable job types test.crash and test.sleep",
+        examples=["false"],
     )
     worker_broker: Literal["rabbitmq", "memory"] = Field(
         "rabbitmq",
@@ -222,6 +252,8 @@ class Settings(BaseSettings):
             tls=self.rabbitmq_tls,
             ca_file=self.rabbitmq_ca_file,
             tls_server_name=self.rabbitmq_tls_server_name,
+            queue_type=self.queue_type,
+            max_delivery_attempts=self.max_delivery_attempts,
         )
 
     @property
@@ -286,11 +318,30 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
     if settings.log_level != "DEBUG":
-        # pika logs every connection step at INFO; our adapter logs what an operator needs.
-        logging.getLogger("pika").setLevel(logging.WARNING)
+        # pika logs every connection step, and again each error our adapter already reports
+        # with more context (which queue, what next); keep only its errors.
+        logging.getLogger("pika").setLevel(logging.ERROR)
 
 
 # --------------------------------------------------------------------------- container
+
+
+def _job_runner(test_handlers: bool) -> JobRunner | None:
+    """The built-in handlers, plus two test-only job types when the setting asks for them."""
+    if not test_handlers:
+        return None
+
+    def run(job_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        if job_type == "test.crash":
+            # Stands in for a job that takes the process down (a segfault in a C extension...).
+            os._exit(70)
+        if job_type == "test.sleep":
+            seconds = min(float(payload.get("seconds", 1)), 60.0)
+            time.sleep(seconds)
+            return {"slept": seconds}
+        return run_job(job_type, payload, rng_factory=random.Random)
+
+    return run
 
 
 def _secret(value: SecretStr | None) -> str | None:
@@ -346,6 +397,15 @@ class Container(containers.DeclarativeContainer):
         ),
     )
 
+    job_memory = providers.Selector(
+        settings.provided.worker_broker,
+        memory=providers.Singleton(InMemoryJobMemory, capacity=settings.provided.job_memory_size),
+        rabbitmq=providers.Singleton(
+            SqliteJobMemory,
+            directory=settings.provided.status_outbox_dir,
+            capacity=settings.provided.job_memory_size,
+        ),
+    )
     metrics = providers.Singleton(PrometheusMetrics)
     processor = providers.Singleton(
         JobProcessor,
@@ -355,6 +415,9 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         stats=stats,
         observers=providers.List(metrics),
+        memory=job_memory,
+        max_attempts=settings.provided.max_delivery_attempts,
+        runner=providers.Callable(_job_runner, settings.provided.worker_test_handlers),
     )
     worker_config = providers.Singleton(
         WorkerConfig,
@@ -650,6 +713,26 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if not report.failures else 1
 
 
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    """Preflight: every broker node, topology and permissions, both APIs, the outbox."""
+    print("ok   settings valid", flush=True)
+    target = PreflightTarget(
+        broker=settings.broker_config(),
+        status_url=settings.status_update_url,
+        heartbeat_url=settings.heartbeat_url,
+        outbox_dir=settings.status_outbox_dir,
+        status_token=_secret(settings.status_api_token),
+        orchestrator_token=_secret(settings.orchestrator_token),
+        outbox_max_items=settings.status_outbox_max_items,
+    )
+    problems = 0
+    for result in preflight_checks(target):
+        print(result.line(), flush=True)
+        problems += result.failed or (args.strict and result.outcome is Outcome.WARN)
+    print(f"preflight: {problems} problem(s)" if problems else "preflight: all checks passed")
+    return 1 if problems else 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -676,10 +759,20 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--type", help="one job of this type (instead of FILE)")
     publish.add_argument("--id", help="id of that job (default: random)")
     publish.add_argument("--payload", help="payload of that job, as JSON")
+    check = commands.add_parser(
+        "check", help="preflight: settings, broker nodes, permissions, APIs, outbox (exit 1 if not)"
+    )
+    check.add_argument("--strict", action="store_true", help="count warnings as failures")
     return parser
 
 
-COMMANDS = {"run": cmd_run, "process": cmd_process, "demo": cmd_demo, "publish": cmd_publish}
+COMMANDS = {
+    "run": cmd_run,
+    "process": cmd_process,
+    "demo": cmd_demo,
+    "publish": cmd_publish,
+    "check": cmd_check,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

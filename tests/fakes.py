@@ -3,14 +3,32 @@
 import threading
 from datetime import UTC, datetime, timedelta
 
+from adapters.memory import InMemorySource
 from application.ports import (
+    Delivery,
     Heartbeat,
     HeartbeatFailed,
     HeartbeatSink,
     OnHandled,
+    Settlement,
     StatusReporter,
     StatusUpdate,
 )
+
+
+class AckLosingSource(InMemorySource):
+    """An in-memory broker that never hears settlements while `losing_acks` is set.
+
+    Stands in for a worker that dies between reporting a final status and acknowledging.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.losing_acks = False
+
+    def settle(self, delivery: Delivery, outcome: Settlement, reason: str | None = None) -> None:
+        if not self.losing_acks:
+            super().settle(delivery, outcome, reason)
 
 
 class DeferredStatusReporter(StatusReporter):

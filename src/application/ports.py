@@ -136,6 +136,24 @@ class StatusUpdate:
         body.update({key: value for key, value in optional.items() if value is not None})
         return body
 
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> "StatusUpdate":
+        """The update back from its `to_json()` body (as kept in local state)."""
+        return cls(
+            job_id=body["jobId"],
+            status=JobStatus(body["status"]),
+            worker_id=body["workerId"],
+            worker_type=body.get("workerType", "python"),
+            timestamp=datetime.fromisoformat(body["timestamp"]),
+            job_type=body.get("jobType"),
+            queue=body.get("queue"),
+            attempt=body.get("attempt", 1),
+            result=body.get("result"),
+            error_message=body.get("errorMessage"),
+            progress=body.get("progress"),
+            duration_ms=body.get("durationMs"),
+        )
+
 
 OnHandled = Callable[[], None]
 
@@ -171,6 +189,31 @@ class StatusReporter(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most reporters hold nothing
         """Release resources; updates not yet delivered stay in the durable outbox."""
+
+
+class JobMemory(abc.ABC):
+    """What a worker remembers of recent jobs, across its own restarts where it can.
+
+    Two things, both about messages the broker may deliver again: how often a job was started
+    without reaching an outcome (a job that crashes the worker every time must not loop), and
+    the final status of a finished job (a redelivery after the status but before the ack is
+    re-reported, not run again). Bounded: only the most recent jobs are remembered.
+    """
+
+    @abc.abstractmethod
+    def record_start(self, job_id: str) -> int:
+        """Note that `job_id` starts now; returns its starts without an outcome, this one too."""
+
+    @abc.abstractmethod
+    def remember(self, update: StatusUpdate) -> None:
+        """Keep `update` (a final status) for its job; its count of starts ends."""
+
+    @abc.abstractmethod
+    def recall(self, job_id: str) -> StatusUpdate | None:
+        """The final status kept for `job_id`, if it is still remembered."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
 
 
 @dataclass(frozen=True)

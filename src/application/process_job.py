@@ -2,7 +2,7 @@
 
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +11,7 @@ from application.job_types import JOB_TYPES, run_job
 from application.messages import parse_job
 from application.ports import (
     Delivery,
+    JobMemory,
     JobObserver,
     MessageSource,
     Settlement,
@@ -51,8 +52,10 @@ class JobProcessor:
         identity: WorkerIdentity,
         clock: Clock,
         stats: WorkerStats,
+        memory: JobMemory,
         runner: JobRunner | None = None,
-        observers: tuple[JobObserver, ...] = (),
+        observers: Sequence[JobObserver] = (),
+        max_attempts: int = 5,
     ) -> None:
         self._source = source
         self._reporter = reporter
@@ -60,7 +63,9 @@ class JobProcessor:
         self._clock = clock
         self._stats = stats
         self._run = runner or _run_with_system_randomness
-        self._observers = observers
+        self._observers = tuple(observers)
+        self._memory = memory
+        self._max_attempts = max_attempts
 
     def process(self, delivery: Delivery) -> None:
         """Handle one delivery completely; never raises."""
@@ -73,6 +78,12 @@ class JobProcessor:
         except InvalidMessage as exc:
             self._reject_message(delivery, exc, started)
             return
+        if (delivery.redelivered or delivery.attempt > 1) and self._rereport(job, delivery):
+            return
+        give_up = self._poison_verdict(job, delivery)
+        if give_up is not None:
+            self._finish(job, delivery, started, error=give_up)
+            return
         self._report(job, delivery, JobStatus.RUNNING, progress=0)
         try:
             result = self._run(job.type, job.payload)
@@ -83,6 +94,44 @@ class JobProcessor:
             self._finish(job, delivery, started, error=f"internal error: {type(exc).__name__}")
         else:
             self._finish(job, delivery, started, result=result)
+
+    def _poison_verdict(self, job: Job, delivery: Delivery) -> str | None:
+        """Why a job must not run again, if it keeps ending without an outcome.
+
+        Counted where it is certain: starts recorded here (a prefetched message that never
+        started does not count, so innocent neighbours of a crashing job survive). The broker's
+        delivery count is the backstop, at twice the limit, for a job that crashes workers on
+        several hosts in turn or whose host lost its local state.
+        """
+        starts = self._memory.record_start(job.id)
+        limit = self._max_attempts
+        if starts > limit:
+            return (
+                f"gave up after {starts - 1} starts without an outcome (the job may crash the "
+                f"worker); the limit is MAX_DELIVERY_ATTEMPTS={limit}"
+            )
+        if delivery.attempt > 2 * limit:
+            return (
+                f"gave up after {delivery.attempt - 1} deliveries without an outcome (the job "
+                f"may crash the workers); the limit is twice MAX_DELIVERY_ATTEMPTS={limit}"
+            )
+        return None
+
+    def _rereport(self, job: Job, delivery: Delivery) -> bool:
+        """A redelivered job that already finished here: report its stored outcome again."""
+        previous = self._memory.recall(job.id)
+        if previous is None:
+            return False
+        log.info(
+            "job %s was redelivered after it had %s here; re-reporting that, not running it again",
+            job.id,
+            previous.status.value,
+            extra={"job_id": job.id, "queue": delivery.queue, "attempt": delivery.attempt},
+        )
+        failed = previous.status is JobStatus.FAILED
+        settlement = Settlement.DEAD_LETTER if failed else Settlement.ACK
+        self._reporter.report(previous, self._settler(delivery, settlement, previous.error_message))
+        return True
 
     def _reject_message(self, delivery: Delivery, exc: InvalidMessage, started: float) -> None:
         duration_ms = self._elapsed_ms(started)
@@ -140,7 +189,7 @@ class JobProcessor:
         for observer in self._observers:
             observer.job_finished(job_type, status.value, duration_ms / 1000, delivery.queue)
         settlement = Settlement.DEAD_LETTER if failed else Settlement.ACK
-        self._report(
+        update = self._update(
             job,
             delivery,
             status,
@@ -148,18 +197,21 @@ class JobProcessor:
             error_message=error,
             progress=100,
             duration_ms=round(duration_ms, 3),
-            on_handled=self._settler(delivery, settlement, error),
         )
+        settle = self._settler(delivery, settlement, error)
 
-    def _report(
-        self,
-        job: Job,
-        delivery: Delivery,
-        status: JobStatus,
-        on_handled: Callable[[], None] | None = None,
-        **fields: Any,
-    ) -> None:
-        self._reporter.report(self._update(job, delivery, status, **fields), on_handled)
+        def remember_then_settle() -> None:
+            # Remembered before the ack: if we die in between, the redelivery is recognised.
+            try:
+                self._memory.remember(update)
+            except Exception:  # the memory is an optimisation; the ack must still happen
+                log.exception("could not remember the outcome of job %s", job.id)
+            settle()
+
+        self._reporter.report(update, remember_then_settle)
+
+    def _report(self, job: Job, delivery: Delivery, status: JobStatus, **fields: Any) -> None:
+        self._reporter.report(self._update(job, delivery, status, **fields))
 
     def _update(
         self, job: Job, delivery: Delivery, status: JobStatus, **fields: Any

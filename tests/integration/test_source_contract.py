@@ -176,16 +176,17 @@ def test_dead_lettered_message_lands_in_dead_letter_queue(harness: SourceHarness
     assert harness.dead_letters() == [b"poison"]
 
 
-def test_requeued_message_comes_back_marked_redelivered(harness: SourceHarness):
+def test_requeued_message_comes_back_as_the_next_attempt(harness: SourceHarness):
     harness.publish("job.low", b"again")
     harness.start(expected=1)
 
     harness.source.settle(receive(harness.source), Settlement.REQUEUE)
     again = receive(harness.source)
+    harness.source.settle(again, Settlement.REQUEUE)
+    third = receive(harness.source)
 
-    assert again.body == b"again"
-    assert again.redelivered
-    assert again.attempt == 2
+    assert (again.body, again.attempt) == (b"again", 2)
+    assert (third.body, third.attempt) == (b"again", 3)
 
 
 def test_unsettled_message_is_redelivered_after_close(harness: SourceHarness):
@@ -197,7 +198,7 @@ def test_unsettled_message_is_redelivered_after_close(harness: SourceHarness):
 
     again = receive(reopened)
     assert again.body == b"unsettled"
-    assert again.redelivered
+    assert again.attempt == 2
 
 
 def test_receives_nothing_after_stop_receiving_and_hands_back_unstarted(harness: SourceHarness):

@@ -34,6 +34,7 @@ class BrokerConfig:
     ca_file: Path | None = None
     tls_server_name: str | None = None
     queue_type: str = "classic"
+    max_delivery_attempts: int = 5
 
     def where(self, host: str | None = None) -> str:
         """`amqp://user@host:port/vhost` for log lines: no password, ever."""
@@ -73,17 +74,21 @@ class BrokerConfig:
         return pika.SSLOptions(context, server_hostname=self.tls_server_name or host)
 
 
-def queue_arguments(queue_type: str) -> dict[str, Any]:
+def queue_arguments(config: BrokerConfig) -> dict[str, Any]:
     arguments: dict[str, Any] = {
         "x-dead-letter-exchange": EXCHANGE,
         "x-dead-letter-routing-key": DEAD_LETTER_QUEUE,
     }
-    if queue_type == "quorum":
+    if config.queue_type == "quorum":
         arguments["x-queue-type"] = "quorum"
+        # A backstop above the worker's own rule (which gives up after twice the limit in
+        # broker deliveries): only a message that crashes every worker even then is
+        # dead-lettered by the broker itself, without a status.
+        arguments["x-delivery-limit"] = 2 * config.max_delivery_attempts + 1
     return arguments
 
 
-def declare_topology(connection: pika.BlockingConnection, queue_type: str = "classic") -> None:
+def declare_topology(connection: pika.BlockingConnection, config: BrokerConfig) -> None:
     """Declare exchange, job queues and dead-letter queue; idempotent.
 
     A queue that already exists with other arguments closes the channel with 406
@@ -92,9 +97,10 @@ def declare_topology(connection: pika.BlockingConnection, queue_type: str = "cla
     """
     channel = connection.channel()
     channel.exchange_declare(EXCHANGE, exchange_type="direct", durable=True)
-    dead_letter_arguments = {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
+    quorum = config.queue_type == "quorum"
+    dead_letter_arguments = {"x-queue-type": "quorum"} if quorum else {}
     wanted = [(DEAD_LETTER_QUEUE, dead_letter_arguments)]
-    wanted += [(queue, queue_arguments(queue_type)) for queue in JOB_QUEUES]
+    wanted += [(queue, queue_arguments(config)) for queue in JOB_QUEUES]
     for queue, arguments in wanted:
         try:
             channel.queue_declare(queue, durable=True, arguments=arguments)

@@ -42,7 +42,7 @@ class RabbitMQPublisher:
         except pika.exceptions.AMQPError as exc:
             raise PublishFailed(f"broker at {self._config.where()} unreachable: {exc!r}") from exc
         try:
-            declare_topology(connection, self._config.queue_type)
+            declare_topology(connection, self._config)
             channel = connection.channel()
             channel.confirm_delivery()
             properties = pika.BasicProperties(delivery_mode=2, content_type="application/json")

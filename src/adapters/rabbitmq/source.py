@@ -6,6 +6,7 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,12 @@ import pika
 import pika.exceptions
 
 from adapters.backoff import full_jitter
-from adapters.rabbitmq.connection import JOB_QUEUES, BrokerConfig, declare_topology
+from adapters.rabbitmq.connection import (
+    EXCHANGE,
+    JOB_QUEUES,
+    BrokerConfig,
+    declare_topology,
+)
 from application.ports import Delivery, MessageSource, Settlement, SourceStatus
 from domain.jobs import Priority
 
@@ -31,6 +37,30 @@ class _Handle:
 
     generation: int
     delivery_tag: int
+
+
+ATTEMPT_HEADER = "x-attempt"
+"""Our own count of deliveries, carried by the copy we republish on a classic queue."""
+
+
+def delivery_attempt(headers: Mapping[str, Any], redelivered: bool) -> int:
+    """Which delivery of the message this is (1 for the first), from every count we can see.
+
+    Our `x-attempt` header (classic queues, see `_on_message`), the quorum queue's
+    `x-delivery-count` (earlier deliveries) and `x-death` (times dead-lettered and brought
+    back): the highest wins. A redelivery counts one more than the copy's own number.
+    """
+    ours = _as_int(headers.get(ATTEMPT_HEADER), default=1)
+    quorum = _as_int(headers.get("x-delivery-count"), default=0) + 1
+    deaths = headers.get("x-death")
+    died = 0
+    if isinstance(deaths, list):
+        died = sum(_as_int(d.get("count"), 0) for d in deaths if isinstance(d, Mapping))
+    return max(ours + (1 if redelivered else 0), quorum, died + 1)
+
+
+def _as_int(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 class _ConsumerCancelled(Exception):
@@ -67,6 +97,7 @@ class RabbitMQSource(MessageSource):
         self._generation = 0
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
+        self._republish_channel: Any = None
         self._consumer_tags: list[str] = []
         self._receiving = True
         self._cancel_requested = False
@@ -172,15 +203,18 @@ class RabbitMQSource(MessageSource):
         log.info("connecting to %s", self._config.where())
         connection = pika.BlockingConnection(self._config.parameters())
         try:
-            declare_topology(connection, self._config.queue_type)
+            declare_topology(connection, self._config)
             channel = connection.channel()
             channel.basic_qos(prefetch_count=self._prefetch)
             channel.add_on_cancel_callback(self._on_cancelled_by_broker)
+            republish_channel = connection.channel()
+            republish_channel.confirm_delivery()
             with self._ready:
                 self._generation += 1
                 generation = self._generation
                 self._connection = connection
                 self._channel = channel
+                self._republish_channel = republish_channel
                 self._cancelled_by_broker = False
             self._consumer_tags = []
             if not self._cancel_requested:
@@ -220,18 +254,50 @@ class RabbitMQSource(MessageSource):
         if not self._receiving:
             channel.basic_reject(method.delivery_tag, requeue=True)
             return
+        headers = properties.headers or {}
+        attempt = delivery_attempt(headers, method.redelivered)
+        # Classic queues only say "redelivered", not how often. To count attempts across
+        # crashes, put a copy carrying the new count back on the queue (confirmed) and ack this
+        # one; the copy comes back as a first delivery with its attempt header.
+        if (
+            method.redelivered
+            and self._config.queue_type == "classic"
+            and self._republish(priority, properties, body, attempt)
+        ):
+            channel.basic_ack(method.delivery_tag)
+            return
         delivery = Delivery(
             body=body,
             priority=priority,
             handle=_Handle(generation, method.delivery_tag),
-            attempt=2 if method.redelivered else 1,
-            headers=properties.headers or {},
+            attempt=attempt,
+            headers=headers,
             redelivered=method.redelivered,
             received_at=time.monotonic(),
         )
         with self._ready:
             self._buffers[priority].append(delivery)
             self._ready.notify()
+
+    def _republish(self, priority: Priority, properties: Any, body: bytes, attempt: int) -> bool:
+        channel = self._republish_channel
+        if channel is None or not channel.is_open:
+            return False
+        headers = dict(properties.headers or {})
+        headers[ATTEMPT_HEADER] = attempt
+        copy = pika.BasicProperties(
+            content_type=properties.content_type,
+            delivery_mode=properties.delivery_mode or 2,
+            message_id=properties.message_id,
+            correlation_id=properties.correlation_id,
+            headers=headers,
+        )
+        try:
+            channel.basic_publish(EXCHANGE, priority.queue, body, properties=copy, mandatory=True)
+        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+            log.warning("could not re-queue a redelivered message with its attempt count: %s", exc)
+            return False
+        return True
 
     def _settle_on_io_thread(self, handle: _Handle, outcome: Settlement) -> None:
         channel = self._channel

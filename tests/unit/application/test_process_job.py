@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from adapters.memory import InMemorySource, InMemoryStatusReporter
+from adapters.memory import InMemoryJobMemory, InMemorySource, InMemoryStatusReporter
 from application.ports import Delivery, StatusReporter
 from application.process_job import JobProcessor, WorkerIdentity
 from application.stats import WorkerStats
 from domain.jobs import JobStatus
-from tests.fakes import DeferredStatusReporter, FakeClock
+from tests.fakes import AckLosingSource, DeferredStatusReporter, FakeClock
 
 
 def make_processor(
@@ -23,6 +23,7 @@ def make_processor(
         identity=WorkerIdentity("worker-1", "python"),
         clock=FakeClock(),
         stats=WorkerStats(),
+        memory=InMemoryJobMemory(),
         runner=runner,
     )
 
@@ -180,3 +181,125 @@ def test_status_update_body_has_spec_fields_in_camel_case(source, reporter):
     assert body["result"] == {"operation": "max", "value": 9, "count": 2}
     assert body["progress"] == 100
     assert "errorMessage" not in body
+
+
+def redeliver(source: InMemorySource, delivery: Delivery) -> Delivery:
+    """What the broker does when the worker dies before settling: the message comes back."""
+    source.close()
+    again = source.receive(timeout=0)
+    assert again is not None and again.body == delivery.body
+    return again
+
+
+def counting_processor(
+    source: InMemorySource, reporter: StatusReporter, memory: InMemoryJobMemory, calls: list[str]
+) -> JobProcessor:
+    def counting_runner(job_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        calls.append(job_type)
+        return {"operation": "sum", "value": 1, "count": 1}
+
+    return JobProcessor(
+        source=source,
+        reporter=reporter,
+        identity=WorkerIdentity("worker-1"),
+        clock=FakeClock(),
+        stats=WorkerStats(),
+        memory=memory,
+        runner=counting_runner,
+        max_attempts=2,
+    )
+
+
+def test_gives_up_without_running_when_a_job_was_started_too_often_without_an_outcome(
+    source, reporter
+):
+    memory = InMemoryJobMemory()
+    calls: list[str] = []
+    delivery = deliver(source, {"id": "poison", "type": "sum", "payload": {"numbers": [1]}})
+    for _ in range(2):  # two earlier processes started it and died
+        memory.record_start("poison")
+        delivery = redeliver(source, delivery)
+
+    counting_processor(source, reporter, memory, calls).process(delivery)
+
+    assert calls == []
+    updates = reporter.updates_for("poison")
+    assert [u.status for u in updates] == [JobStatus.FAILED]
+    assert "gave up after 2 starts without an outcome" in (updates[0].error_message or "")
+    assert updates[0].attempt == 3
+    assert [d.body for d in source.dead_lettered] == [delivery.body]
+
+
+def test_runs_a_job_redelivered_several_times_when_it_never_started_here(source, reporter):
+    calls: list[str] = []
+    delivery = deliver(source, {"id": "innocent", "type": "sum", "payload": {"numbers": [1]}})
+    for _ in range(3):  # prefetched by workers that crashed on another job
+        delivery = redeliver(source, delivery)
+
+    counting_processor(source, reporter, InMemoryJobMemory(), calls).process(delivery)
+
+    assert calls == ["sum"]
+    assert reporter.updates_for("innocent")[-1].status is JobStatus.COMPLETED
+    assert source.acked == [delivery.body]
+
+
+def test_gives_up_when_the_broker_delivered_a_job_more_than_twice_the_limit(source, reporter):
+    calls: list[str] = []
+    delivery = deliver(source, {"id": "wanderer", "type": "sum", "payload": {"numbers": [1]}})
+    for _ in range(4):
+        delivery = redeliver(source, delivery)
+
+    counting_processor(source, reporter, InMemoryJobMemory(), calls).process(delivery)
+
+    assert calls == []
+    final = reporter.updates_for("wanderer")[-1]
+    assert final.status is JobStatus.FAILED
+    assert "gave up after 4 deliveries without an outcome" in (final.error_message or "")
+
+
+def test_re_reports_and_acks_without_running_when_a_finished_job_is_redelivered():
+    source = AckLosingSource()
+    reporter = DeferredStatusReporter()
+    memory = InMemoryJobMemory()
+    calls: list[str] = []
+
+    def counting_runner(job_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        calls.append(job_type)
+        return {"operation": "sum", "value": 1, "count": 1}
+
+    processor = JobProcessor(
+        source=source,
+        reporter=reporter,
+        identity=WorkerIdentity("worker-1"),
+        clock=FakeClock(),
+        stats=WorkerStats(),
+        memory=memory,
+        runner=counting_runner,
+    )
+    first = deliver(source, {"id": "done-once", "type": "sum", "payload": {"numbers": [1]}})
+    processor.process(first)
+    source.losing_acks = True
+    reporter.release()
+    source.losing_acks = False
+    again = redeliver(source, first)
+
+    processor.process(again)
+    reporter.release()
+
+    assert calls == ["sum"]
+    finals = [u for u in reporter.updates if u.status.is_final]
+    assert len(finals) == 2
+    assert finals[0].idempotency_key == finals[1].idempotency_key
+    assert source.acked == [first.body]
+
+
+def test_runs_a_redelivered_job_again_when_it_never_finished_here(source, reporter):
+    processor = make_processor(source, reporter)
+    first = deliver(source, {"id": "half-done", "type": "sum", "payload": {"numbers": [4]}})
+    again = redeliver(source, first)
+
+    processor.process(again)
+
+    statuses = [(u.status, u.attempt) for u in reporter.updates_for("half-done")]
+    assert statuses == [(JobStatus.RUNNING, 2), (JobStatus.COMPLETED, 2)]
+    assert source.acked == [first.body]

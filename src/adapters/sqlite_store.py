@@ -1,0 +1,104 @@
+"""Local SQLite state of one worker: opening a database, and the memory of recent jobs."""
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import orjson
+
+from application.ports import JobMemory, StatusUpdate
+
+JOB_MEMORY_FILENAME = "job-memory.sqlite3"
+
+
+class LocalStateUnavailable(Exception):
+    """Raised when a local state directory cannot be created, opened or written."""
+
+
+def open_database(directory: Path, filename: str, synchronous: str) -> sqlite3.Connection:
+    """A WAL-mode connection shared across threads (callers serialise it with their own lock)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        database = sqlite3.connect(
+            directory / filename, check_same_thread=False, isolation_level=None, timeout=10.0
+        )
+        # WAL makes a commit one sequential append. FULL also fsyncs each commit (survives a
+        # power cut); NORMAL survives a killed process, which is what redelivery is about.
+        database.execute("PRAGMA journal_mode=WAL")
+        database.execute(f"PRAGMA synchronous={synchronous}")
+    except (OSError, sqlite3.Error) as exc:
+        raise LocalStateUnavailable(f"directory {directory} is not writable: {exc}") from exc
+    return database
+
+
+class SqliteJobMemory(JobMemory):
+    """The last `capacity` jobs on disk, so what it knows outlives a crashed process.
+
+    One row per job: the starts without an outcome, then (once finished) the final status.
+    Rows beyond `capacity` are dropped oldest first, in batches of a tenth of it.
+    """
+
+    def __init__(self, directory: str | Path, capacity: int = 100_000) -> None:
+        self._capacity = capacity
+        self._prune_batch = max(1, capacity // 10)
+        self._lock = threading.Lock()
+        self._db = open_database(Path(directory), JOB_MEMORY_FILENAME, "NORMAL")
+        try:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS jobs ("
+                " seq INTEGER PRIMARY KEY,"
+                " job_id TEXT NOT NULL UNIQUE,"
+                " starts INTEGER NOT NULL DEFAULT 0,"
+                " final BLOB)"
+            )
+            self._count: int = self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise LocalStateUnavailable(f"{JOB_MEMORY_FILENAME} in {directory}: {exc}") from exc
+
+    def record_start(self, job_id: str) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "INSERT INTO jobs (job_id, starts) VALUES (?, 1)"
+                " ON CONFLICT (job_id) DO UPDATE"
+                " SET starts = CASE WHEN final IS NULL THEN starts + 1 ELSE 1 END, final = NULL"
+                " RETURNING starts",
+                (job_id,),
+            ).fetchone()
+            starts: int = row[0]
+            if starts == 1:
+                self._added()
+            return starts
+
+    def remember(self, update: StatusUpdate) -> None:
+        body = orjson.dumps(update.to_json())
+        with self._lock:
+            updated = self._db.execute(
+                "UPDATE jobs SET final = ?, starts = 0 WHERE job_id = ?", (body, update.job_id)
+            ).rowcount
+            if not updated:
+                self._db.execute(
+                    "INSERT INTO jobs (job_id, final) VALUES (?, ?)", (update.job_id, body)
+                )
+                self._added()
+
+    def recall(self, job_id: str) -> StatusUpdate | None:
+        with self._lock:
+            row = self._db.execute("SELECT final FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return StatusUpdate.from_json(orjson.loads(row[0]))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _added(self) -> None:
+        # Approximate: a restarted job counts again; pruning only needs the right magnitude.
+        self._count += 1
+        if self._count > self._capacity + self._prune_batch:
+            excess = self._count - self._capacity
+            self._db.execute(
+                "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs ORDER BY seq LIMIT ?)",
+                (excess,),
+            )
+            self._count -= excess
