@@ -233,6 +233,13 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("rabbitmq_host")
+    @classmethod
+    def _some_host(cls, value: str) -> str:
+        if not any(host.strip() for host in value.split(",")):
+            raise ValueError("must name at least one host")
+        return value
+
     @field_validator("orchestrator_url", "status_update_url")
     @classmethod
     def _http_url(cls, value: str) -> str:

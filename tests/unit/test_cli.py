@@ -38,6 +38,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = N
         ("RABBITMQ_PORT", "70000", "RABBITMQ_PORT='70000'"),
         ("STATUS_UPDATE_URL", "ftp://x", "http:// or https://"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT='xml'"),
+        ("RABBITMQ_HOST", " , ", "must name at least one host"),
+        ("QUEUE_TYPE", "stream", "QUEUE_TYPE='stream'"),
     ],
 )
 def test_exits_2_with_one_line_naming_the_variable_when_a_setting_is_bad(variable, value, expected):

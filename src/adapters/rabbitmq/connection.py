@@ -74,6 +74,30 @@ class BrokerConfig:
         return pika.SSLOptions(context, server_hostname=self.tls_server_name or host)
 
 
+def connect(config: BrokerConfig) -> pika.BlockingConnection:
+    """Connect to the first listed node that answers, logging each one that does not.
+
+    We walk the list ourselves: pika's own list handling gives up at the first node whose name
+    does not resolve, and would not say which node failed.
+    """
+    failure: Exception | None = None
+    for host, parameters in zip(config.hosts, config.parameters(), strict=True):
+        try:
+            return pika.BlockingConnection(parameters)
+        except (pika.exceptions.AMQPConnectionError, OSError) as exc:
+            failure = exc
+            if len(config.hosts) > 1:
+                log.warning("broker node %s unreachable: %s", config.where(host), describe(exc))
+    assert failure is not None, "BrokerConfig.hosts is never empty"
+    raise failure
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one log-friendly line (pika's messages carry no credentials)."""
+    text = str(exc) or repr(exc)
+    return f"{type(exc).__name__}: {text}"
+
+
 def queue_arguments(config: BrokerConfig) -> dict[str, Any]:
     arguments: dict[str, Any] = {
         "x-dead-letter-exchange": EXCHANGE,

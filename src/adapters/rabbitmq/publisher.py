@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pika
 import pika.exceptions
 
-from adapters.rabbitmq.connection import EXCHANGE, BrokerConfig, declare_topology
+from adapters.rabbitmq.connection import EXCHANGE, BrokerConfig, connect, declare_topology
 from domain.jobs import Priority
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,8 @@ class RabbitMQPublisher:
     def publish(self, messages: Iterable[tuple[Priority, bytes]]) -> PublishReport:
         report = PublishReport()
         try:
-            connection = pika.BlockingConnection(self._config.parameters())
-        except pika.exceptions.AMQPError as exc:
+            connection = connect(self._config)
+        except (pika.exceptions.AMQPError, OSError) as exc:
             raise PublishFailed(f"broker at {self._config.where()} unreachable: {exc!r}") from exc
         try:
             declare_topology(connection, self._config)

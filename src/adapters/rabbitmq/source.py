@@ -18,7 +18,9 @@ from adapters.rabbitmq.connection import (
     EXCHANGE,
     JOB_QUEUES,
     BrokerConfig,
+    connect,
     declare_topology,
+    describe,
 )
 from application.ports import Delivery, MessageSource, Settlement, SourceStatus
 from domain.jobs import Priority
@@ -201,7 +203,7 @@ class RabbitMQSource(MessageSource):
 
     def _connect(self) -> None:
         log.info("connecting to %s", self._config.where())
-        connection = pika.BlockingConnection(self._config.parameters())
+        connection = connect(self._config)
         try:
             declare_topology(connection, self._config)
             channel = connection.channel()
@@ -342,7 +344,7 @@ class RabbitMQSource(MessageSource):
         log.warning(
             "broker connection to %s lost: %s%s",
             self._config.where(),
-            _describe(exc),
+            describe(exc),
             f" ({dropped} unstarted job(s) left to the broker)" if dropped else "",
         )
         if connection is not None:
@@ -358,16 +360,11 @@ class RabbitMQSource(MessageSource):
             connection.process_data_events(time_limit=0)
             connection.close()
         except (pika.exceptions.AMQPError, OSError) as exc:
-            log.info("broker connection closed uncleanly: %s", _describe(exc))
+            log.info("broker connection closed uncleanly: %s", describe(exc))
         finally:
             self._connected.clear()
             self._connection = None
         log.info("broker connection closed")
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or repr(exc)
-    return f"{type(exc).__name__}: {text}"
 
 
 def _close_quietly(connection: pika.BlockingConnection) -> None:
