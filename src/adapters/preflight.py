@@ -399,8 +399,9 @@ def _describe_network_error(exc: BaseException, service: str) -> tuple[str, str]
     if isinstance(cause, ssl.SSLCertVerificationError):
         return (
             f"TLS certificate not trusted ({cause.verify_message})",
-            "give the CA that signed the server's certificate (RABBITMQ_CA_FILE for the broker, "
-            "REQUESTS_CA_BUNDLE for HTTPS) and connect by a name the certificate holds",
+            "give the CA that signed the server's certificate (RABBITMQ_CA_FILE for the broker; "
+            "HTTPS APIs must have a certificate from a public CA) and connect by a name the "
+            "certificate holds",
         )
     if isinstance(cause, ssl.SSLError):
         return f"TLS handshake failed ({cause})", f"check that {service} speaks TLS on that port"
@@ -473,10 +474,15 @@ def _http_check(
     }
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    session = requests.Session()
+    # As the worker's reporter and heartbeat sink: no proxies, .netrc or REQUESTS_CA_BUNDLE
+    # from the environment, so the check sees what the worker will see.
+    session.trust_env = False
     try:
-        response = requests.post(
-            url, data=PROBE_BODY, headers=headers, timeout=HTTP_TIMEOUT, allow_redirects=False
-        )
+        with session:
+            response = session.post(
+                url, data=PROBE_BODY, headers=headers, timeout=HTTP_TIMEOUT, allow_redirects=False
+            )
     except requests.exceptions.SSLError as exc:
         problem, fix = _describe_network_error(exc, what)
         return CheckResult(Outcome.FAIL, f"{what}: {problem}", fix)

@@ -1,0 +1,261 @@
+"""The deployment files agree with the code: names, images, timeouts, and the Dockerfile's steps."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bootstrap import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+ENV_EXAMPLES = sorted(DEPLOY.glob("*.env.example"))
+WORKERS = ("worker-1", "worker-2")
+ASSIGNMENT = re.compile(r"^#?([A-Z][A-Z0-9_]*)=(.*)$")
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    return loaded
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """KEY=value lines as systemd reads them, plus commented-out `#KEY=value` hints."""
+    found = {}
+    for line in path.read_text().splitlines():
+        match = ASSIGNMENT.match(line.strip())
+        if match:
+            found[match.group(1)] = match.group(2)
+    return found
+
+
+def active_env(path: Path) -> dict[str, str]:
+    return {
+        key: value
+        for key, value in env_file(path).items()
+        if any(line.startswith(f"{key}=") for line in path.read_text().splitlines())
+    }
+
+
+def unit() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string((DEPLOY / "python-worker.service").read_text())
+    return parser
+
+
+def seconds(value: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|min)?", value.strip())
+    assert match, f"cannot read a duration from {value!r}"
+    return float(match.group(1)) * (60 if match.group(2) == "min" else 1)
+
+
+def test_compose_has_rabbitmq_the_stand_in_api_and_two_workers() -> None:
+    services = compose()["services"]
+
+    assert set(services) == {"rabbitmq", "stand-in-api", *WORKERS}
+    assert services["rabbitmq"]["image"] == "rabbitmq:3.13-management"
+    assert "healthcheck" in services["rabbitmq"]
+    assert {"5672:5672", "15672:15672"} <= set(services["rabbitmq"]["ports"])
+    for name in (*WORKERS, "stand-in-api"):
+        assert services[name]["build"]["context"] == ".."
+        assert (DEPLOY / services[name]["build"]["context"] / "Dockerfile").is_file()
+
+
+def test_compose_workers_have_distinct_ids_and_wait_for_a_healthy_broker() -> None:
+    services = compose()["services"]
+
+    ids = {services[name]["environment"]["WORKER_ID"] for name in WORKERS}
+    assert len(ids) == len(WORKERS)
+    for name in WORKERS:
+        assert services[name]["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+
+
+def test_compose_workers_use_only_setting_names_and_point_at_the_other_services() -> None:
+    services = compose()["services"]
+
+    for name in WORKERS:
+        environment = services[name]["environment"]
+        assert set(environment) <= SETTING_NAMES, set(environment) - SETTING_NAMES
+        assert environment["RABBITMQ_HOST"] == "rabbitmq"
+        assert environment["STATUS_UPDATE_URL"].startswith("http://stand-in-api:8080/")
+        assert environment["ORCHESTRATOR_URL"] == "http://stand-in-api:8080"
+
+
+def test_compose_workers_get_longer_to_stop_than_their_grace_period() -> None:
+    services = compose()["services"]
+
+    for name in WORKERS:
+        grace = float(services[name]["environment"]["SHUTDOWN_GRACE_SECONDS"])
+        assert services[name]["stop_signal"] == "SIGTERM"
+        assert seconds(services[name]["stop_grace_period"]) > grace
+
+
+def test_compose_stand_in_command_is_one_the_stand_in_accepts() -> None:
+    from adapters.http import stand_in_api
+
+    command = compose()["services"]["stand-in-api"]["command"]
+
+    assert command[:3] == ["python", "-m", "adapters.http.stand_in_api"]
+    # The module's own parser must take these flags (it exits 2 on an unknown one).
+    parser_help = subprocess.run(
+        [sys.executable, "-m", "adapters.http.stand_in_api", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        check=True,
+        timeout=60,
+    ).stdout
+    for flag in (arg for arg in command[3:] if arg.startswith("--")):
+        assert flag in parser_help
+    assert stand_in_api.STATUS_PATH == "/api/jobs/status"
+
+
+@pytest.mark.parametrize("path", ENV_EXAMPLES, ids=lambda path: path.name)
+def test_env_example_uses_only_setting_names_and_valid_values(path: Path) -> None:
+    names = set(env_file(path))
+
+    assert names <= SETTING_NAMES, names - SETTING_NAMES
+    values = {key.lower(): value for key, value in active_env(path).items()}
+    Settings(**values)  # every value in the example is one the worker accepts
+
+
+def test_env_examples_give_each_vm_its_own_worker_id_and_the_outbox_under_var_lib() -> None:
+    examples = [active_env(path) for path in ENV_EXAMPLES]
+
+    assert len(examples) >= 2
+    assert len({example["WORKER_ID"] for example in examples}) == len(examples)
+    for example in examples:
+        assert example["STATUS_OUTBOX_DIR"].startswith("/var/lib/python-worker/outbox")
+
+
+def test_unit_waits_longer_than_the_grace_period_before_it_kills() -> None:
+    service = unit()["Service"]
+
+    timeout = seconds(service["TimeoutStopSec"])
+    for path in ENV_EXAMPLES:
+        grace = float(active_env(path).get("SHUTDOWN_GRACE_SECONDS", "30"))
+        assert timeout > grace, path.name
+    assert service["KillSignal"] == "SIGTERM"
+    assert service["Restart"] == "on-failure"
+
+
+def test_unit_runs_the_installed_cli_as_an_unprivileged_user_with_the_env_file() -> None:
+    service = unit()["Service"]
+
+    assert service["User"] not in ("root", "0", "")
+    assert service["ExecStart"] == "/opt/python-worker/venv/bin/python-worker run"
+    assert service["EnvironmentFile"] == "/etc/python-worker/worker.env"
+    assert service["WorkingDirectory"] == "/var/lib/python-worker"
+    assert service["NoNewPrivileges"] == "yes"
+    assert service["ProtectSystem"] == "strict"
+    # The outbox of every example must be inside what ProtectSystem=strict leaves writable.
+    writable = service["ReadWritePaths"].split()
+    for path in ENV_EXAMPLES:
+        outbox = active_env(path)["STATUS_OUTBOX_DIR"]
+        assert any(outbox == root or outbox.startswith(root + "/") for root in writable)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_unit_file_has_no_unknown_keys_for_systemd(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(DEPLOY / "python-worker.service")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+    # The binary only exists once installed; everything else must be clean.
+    problems = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.strip() and "is not executable" not in line
+    ]
+    assert problems == []
+
+
+def test_install_script_is_valid_bash() -> None:
+    subprocess.run(["bash", "-n", str(DEPLOY / "install.sh")], check=True, timeout=30)
+
+
+def dockerfile_steps() -> list[str]:
+    return [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines() if line.strip()]
+
+
+def test_dockerfile_installs_the_package_the_way_the_install_test_does() -> None:
+    steps = dockerfile_steps()
+
+    assert "COPY pyproject.toml README.md ./" in steps
+    assert "COPY src ./src" in steps
+    assert any(step.startswith("RUN pip install .") for step in steps)
+    assert 'CMD ["python-worker", "run"]' in steps
+
+
+def test_a_non_editable_install_like_the_dockerfiles_runs_the_cli(tmp_path: Path) -> None:
+    # The Dockerfile's steps, without Docker: copy pyproject.toml, README.md and src/ into a
+    # clean directory, `pip install .` into a fresh venv, run the installed command.
+    app = tmp_path / "app"
+    app.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, app / name)
+    shutil.copytree(
+        ROOT / "src",
+        app / "src",
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
+    )
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("PYTHONPATH")
+    }
+    environment["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    installed = subprocess.run(
+        [*pip, "."],
+        cwd=app,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    cli = str(venv / "bin" / "python-worker")
+    workdir = tmp_path / "work"  # not the source tree: only the installed package may be used
+    workdir.mkdir()
+
+    version = subprocess.run(
+        [cli, "--version"],
+        check=False,
+        cwd=workdir,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    demo = subprocess.run(
+        [cli, "demo"],
+        check=False,
+        cwd=workdir,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == "python-worker 0.1.0"
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert "demo:" in demo.stdout
+    assert "metrics: processed=" in demo.stdout
