@@ -72,14 +72,12 @@ class SqliteJobMemory(JobMemory):
     def remember(self, update: StatusUpdate) -> None:
         body = orjson.dumps(update.to_json())
         with self._lock:
-            updated = self._db.execute(
-                "UPDATE jobs SET final = ?, starts = 0 WHERE job_id = ?", (body, update.job_id)
-            ).rowcount
-            if not updated:
-                self._db.execute(
-                    "INSERT INTO jobs (job_id, final) VALUES (?, ?)", (update.job_id, body)
-                )
-                self._added()
+            self._db.execute(
+                "INSERT INTO jobs (job_id, final) VALUES (?, ?)"
+                " ON CONFLICT (job_id) DO UPDATE SET final = excluded.final, starts = 0",
+                (update.job_id, body),
+            )
+            self._added()
 
     def recall(self, job_id: str) -> StatusUpdate | None:
         with self._lock:
@@ -93,7 +91,7 @@ class SqliteJobMemory(JobMemory):
             self._db.close()
 
     def _added(self) -> None:
-        # Approximate: a restarted job counts again; pruning only needs the right magnitude.
+        # Approximate: a redelivered job counts twice; pruning only needs the right magnitude.
         self._count += 1
         if self._count > self._capacity + self._prune_batch:
             excess = self._count - self._capacity

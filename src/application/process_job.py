@@ -99,11 +99,14 @@ class JobProcessor:
         """Why a job must not run again, if it keeps ending without an outcome.
 
         Counted where it is certain: starts recorded here (a prefetched message that never
-        started does not count, so innocent neighbours of a crashing job survive). The broker's
-        delivery count is the backstop, at twice the limit, for a job that crashes workers on
-        several hosts in turn or whose host lost its local state.
+        started does not count, so innocent neighbours of a crashing job survive). Only
+        redeliveries are recorded — a first delivery is assumed to have started — so the happy
+        path costs no write. The broker's delivery count is the backstop, at twice the limit,
+        for a job that crashes workers on several hosts in turn or whose host lost its state.
         """
-        starts = self._memory.record_start(job.id)
+        if delivery.attempt == 1 and not delivery.redelivered:
+            return None
+        starts = self._memory.record_start(job.id) + 1
         limit = self._max_attempts
         if starts > limit:
             return (

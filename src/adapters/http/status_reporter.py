@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 import requests
-from requests.adapters import HTTPAdapter
 
 from adapters.backoff import full_jitter
 from adapters.http.outbox import Outbox, OutboxRow
+from adapters.http.transport import KeepAliveAdapter
 from application.ports import OnHandled, StatusReporter, StatusUpdate
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,6 @@ class HttpStatusReporter(StatusReporter):
         probe_cap: float = 30.0,
         outbox_max_items: int = 100_000,
         replay_batch: int = 256,
-        trust_env: bool = False,
         outbox: Outbox | None = None,
     ) -> None:
         """Start the lanes and the replayer.
@@ -101,9 +100,8 @@ class HttpStatusReporter(StatusReporter):
         in a lane before it goes to the outbox; waits between them are jittered, at most
         `backoff_cap` seconds (a longer Retry-After sends the update to the outbox, where the
         replayer waits it out). `probe_cap` caps the replayer's wait between probes of a dead
-        API. `trust_env=True` lets requests read proxy settings (and .netrc) from the
-        environment; off by default because it costs a lookup per request. `outbox` overrides
-        the one opened in `outbox_dir`.
+        API. `outbox` overrides the one opened in `outbox_dir`. Requests go straight to the API
+        (no proxy, no .netrc): the transport is built for this one endpoint.
         """
         if lanes < 1 or max_attempts < 1:
             raise ValueError("lanes and max_attempts must be at least 1")
@@ -115,7 +113,11 @@ class HttpStatusReporter(StatusReporter):
         self._backoff_cap = backoff_cap
         self._probe_cap = probe_cap
         self._replay_batch = replay_batch
-        self._trust_env = trust_env
+        self._transport = KeepAliveAdapter()
+        # Prepared once; each POST copies it and sets only the body and the idempotency key,
+        # skipping requests' per-call merging of settings, hooks and environment.
+        template = requests.Request("POST", url, data=b"{}", headers=_headers(token))
+        self._template = template.prepare()
         self._outbox = outbox if outbox is not None else Outbox(outbox_dir, outbox_max_items)
 
         self._sessions: list[requests.Session] = []
@@ -353,29 +355,23 @@ class HttpStatusReporter(StatusReporter):
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            session.trust_env = self._trust_env
-            # urllib3 never retries a POST on its own anyway; we retry deliberately above, where
-            # backoff, Retry-After and the outbox are in view. One connection per thread.
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.headers["Content-Type"] = "application/json"
-            if self._token:
-                session.headers["Authorization"] = f"Bearer {self._token}"
+            session.trust_env = False
+            # Retries are ours, where backoff, Retry-After and the outbox are in view; the
+            # transport keeps one connection per thread alive.
+            session.mount("http://", self._transport)
+            session.mount("https://", self._transport)
             self._local.session = session
             with self._lock:
                 self._sessions.append(session)
         return session
 
     def _post(self, session: requests.Session, job_id: str, key: str, body: bytes) -> _Outcome:
+        request = self._template.copy()
+        request.body = body
+        request.headers["Content-Length"] = str(len(body))
+        request.headers["Idempotency-Key"] = key
         try:
-            response = session.post(
-                self._url,
-                data=body,
-                headers={"Idempotency-Key": key},
-                timeout=self._timeouts,
-                allow_redirects=False,
-            )
+            response = session.send(request, timeout=self._timeouts, allow_redirects=False)
         except requests.RequestException as exc:
             self._count_failure()
             return _Transient(_describe(exc))
@@ -434,6 +430,13 @@ class HttpStatusReporter(StatusReporter):
                 return
             self._outage = False
         log.info("status API reachable again; outbox drained (%d left)", self._outbox.count())
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
 
 
 def _encode(update: StatusUpdate) -> bytes:

@@ -39,6 +39,7 @@ class _Handle:
 
     generation: int
     delivery_tag: int
+    priority: Priority
 
 
 ATTEMPT_HEADER = "x-attempt"
@@ -96,6 +97,8 @@ class RabbitMQSource(MessageSource):
             priority: collections.deque() for priority in Priority
         }
         self._ready = threading.Condition()
+        # Deliveries of the live channel not settled yet, per tier: the consumer's window.
+        self._in_window: dict[Priority, int] = dict.fromkeys(Priority, 0)
         self._generation = 0
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
@@ -122,6 +125,10 @@ class RabbitMQSource(MessageSource):
                     buffer = self._buffers[priority]
                     if buffer:
                         return buffer.popleft()
+                    if self._in_window[priority] >= self._prefetch:
+                        # This tier's window is full, so the broker is likely holding more of
+                        # it: starting a lower-tier job now would jump the queue. Wait for acks.
+                        break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._ready.wait(remaining):
                     return None
@@ -271,7 +278,7 @@ class RabbitMQSource(MessageSource):
         delivery = Delivery(
             body=body,
             priority=priority,
-            handle=_Handle(generation, method.delivery_tag),
+            handle=_Handle(generation, method.delivery_tag, priority),
             attempt=attempt,
             headers=headers,
             redelivered=method.redelivered,
@@ -279,6 +286,7 @@ class RabbitMQSource(MessageSource):
         )
         with self._ready:
             self._buffers[priority].append(delivery)
+            self._in_window[priority] += 1
             self._ready.notify()
 
     def _republish(self, priority: Priority, properties: Any, body: bytes, attempt: int) -> bool:
@@ -310,6 +318,7 @@ class RabbitMQSource(MessageSource):
             channel.basic_ack(handle.delivery_tag)
         else:
             channel.basic_reject(handle.delivery_tag, requeue=outcome is Settlement.REQUEUE)
+        self._left_window([handle.priority])
 
     def _cancel_consumers(self) -> None:
         channel = self._channel
@@ -324,8 +333,19 @@ class RabbitMQSource(MessageSource):
                 buffer.clear()
         for delivery in unstarted:
             channel.basic_reject(delivery.handle.delivery_tag, requeue=True)
+        self._left_window([delivery.priority for delivery in unstarted])
         if unstarted:
             log.info("handed %d unstarted job(s) back to the broker", len(unstarted))
+
+    def _left_window(self, priorities: list[Priority]) -> None:
+        with self._ready:
+            reopened = False
+            for priority in priorities:
+                self._in_window[priority] -= 1
+                reopened |= self._in_window[priority] == self._prefetch - 1
+            if reopened:
+                # Job threads held back by this full window may now take a lower tier.
+                self._ready.notify_all()
 
     def _on_cancelled_by_broker(self, _frame: Any) -> None:
         self._cancelled_by_broker = True
@@ -338,6 +358,8 @@ class RabbitMQSource(MessageSource):
             dropped = sum(len(buffer) for buffer in self._buffers.values())
             for buffer in self._buffers.values():
                 buffer.clear()
+            self._in_window = dict.fromkeys(Priority, 0)
+            self._ready.notify_all()
             connection, self._connection, self._channel = self._connection, None, None
         if was_connected:
             self._reconnects += 1

@@ -1,0 +1,1 @@
+"""Benchmark of `python-worker run`: throughput, cost and priority against raw limits."""

@@ -1,0 +1,168 @@
+"""Raw limits of this machine: broker consume+ack with no work, and POSTs through requests."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+
+import orjson
+import pika
+import requests
+from requests.adapters import HTTPAdapter
+from tests.support.rabbitmq_node import Broker
+
+RAW_QUEUE = "bench.raw"
+
+# What the worker posts for a finished `sum` job, give or take the ids and times.
+STATUS_BODY = orjson.dumps(
+    {
+        "jobId": "bench-00000000",
+        "status": "completed",
+        "workerId": "bench-raw",
+        "timestamp": "2026-01-01T00:00:00.000Z",
+        "attempt": 1,
+        "workerType": "python",
+        "jobType": "sum",
+        "queue": "job.low",
+        "progress": 100,
+        "durationMs": 0.05,
+        "result": {"operation": "sum", "value": 6, "count": 3},
+    }
+)
+
+
+def publish_fast(
+    broker: Broker, exchange: str, routing_key: str, bodies: Iterable[bytes], expect: int
+) -> float:
+    """Publish persistent messages without confirms, then wait until the queue holds `expect`.
+
+    A BlockingChannel with confirms waits one round trip per message (a few hundred per
+    second); without them pika only writes frames. Whether every message arrived is then
+    checked once, through the queue depth, instead of per message. Returns seconds taken.
+    """
+    began = time.perf_counter()
+    properties = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+    connection = broker.connect()
+    try:
+        channel = connection.channel()
+        for body in bodies:
+            channel.basic_publish(exchange, routing_key, body, properties=properties)
+        deadline = time.monotonic() + 120
+        while True:
+            depth = channel.queue_declare(routing_key, passive=True).method.message_count
+            if depth >= expect:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{routing_key} holds {depth} of {expect} messages")
+            time.sleep(0.02)
+    finally:
+        connection.close()
+    return time.perf_counter() - began
+
+
+def broker_consume_ack(broker: Broker, count: int, prefetch: int = 100) -> dict[str, float]:
+    """msg/s of one pika consumer acking each message at once, after `count` were pre-published."""
+    connection = broker.connect()
+    try:
+        channel = connection.channel()
+        channel.queue_delete(RAW_QUEUE)
+        channel.queue_declare(RAW_QUEUE, durable=True)
+    finally:
+        connection.close()
+    body = orjson.dumps({"id": "x", "type": "sum", "payload": {"numbers": [1, 2, 3]}})
+    publish_seconds = publish_fast(broker, "", RAW_QUEUE, (body for _ in range(count)), count)
+
+    connection = broker.connect()
+    try:
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=prefetch)
+        seen = 0
+        first: float | None = None
+
+        def on_message(
+            ch: pika.channel.Channel, method: object, _props: object, _body: bytes
+        ) -> None:
+            nonlocal seen, first
+            if first is None:
+                first = time.perf_counter()
+            ch.basic_ack(method.delivery_tag)  # type: ignore[attr-defined]
+            seen += 1
+            if seen >= count:
+                ch.stop_consuming()
+
+        began = time.perf_counter()
+        channel.basic_consume(RAW_QUEUE, on_message)
+        channel.start_consuming()
+        elapsed = time.perf_counter() - began
+        channel.queue_delete(RAW_QUEUE)
+    finally:
+        connection.close()
+    return {
+        "messages": count,
+        "seconds": elapsed,
+        "msg_per_s": count / elapsed,
+        "publish_msg_per_s": count / publish_seconds,
+    }
+
+
+def _session() -> requests.Session:
+    # The same settings as HttpStatusReporter._session: what the worker pays per POST.
+    session = requests.Session()
+    session.trust_env = False
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["Content-Type"] = "application/json"
+    return session
+
+
+def http_posts(url: str, threads: int, seconds: float) -> dict[str, float]:
+    """POSTs/s through requests.Session, one keep-alive session per thread, for `seconds`."""
+    counts = [0] * threads
+    start = threading.Barrier(threads + 1)
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def post_loop(index: int) -> None:
+        session = _session()
+        start.wait()
+        try:
+            while not stop.is_set():
+                response = session.post(
+                    url,
+                    data=STATUS_BODY,
+                    headers={"Idempotency-Key": uuid.uuid4().hex},
+                    timeout=(3.05, 10.0),
+                    allow_redirects=False,
+                )
+                if response.status_code != 200:
+                    errors.append(f"HTTP {response.status_code}")
+                    return
+                counts[index] += 1
+        finally:
+            session.close()
+
+    workers = [threading.Thread(target=post_loop, args=(i,), daemon=True) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    cpu_began = time.process_time()
+    began = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for worker in workers:
+        worker.join(30)
+    elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu_began
+    if errors:
+        raise RuntimeError(f"stand-in refused raw POSTs: {errors[0]}")
+    total = sum(counts)
+    return {
+        "threads": threads,
+        "posts": total,
+        "seconds": elapsed,
+        "posts_per_s": total / elapsed,
+        "client_cpu_ms_per_post": cpu * 1000 / total if total else 0.0,
+    }

@@ -1,0 +1,317 @@
+"""`python -m bench.run`: the whole benchmark in one go, rounds interleaved, JSON lines + table."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+_ROOT = Path(__file__).resolve().parents[1]
+# `tests.support` lives at the repo root, outside the installed package.
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from tests.support.rabbitmq_node import Broker, RabbitMQNode  # noqa: E402
+
+from bench.raw import STATUS_BODY, broker_consume_ack, http_posts  # noqa: E402
+from bench.scenarios import run_priority, run_throughput  # noqa: E402
+from bench.stand_in import StandInProcess, stand_in_capacity  # noqa: E402
+
+DEFAULT_OUT = _ROOT / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Sizes of one benchmark run."""
+
+    rounds: int = 3
+    jobs: int = 20_000
+    priority_low: int = 20_000
+    priority_high: int = 1_000
+    http_seconds: float = 3.0
+    capacity: int = 10
+    reference: bool = True
+    priority: bool = True
+    out: Path = DEFAULT_OUT
+
+
+QUICK = Options(rounds=1, jobs=300, priority_low=600, priority_high=50, http_seconds=0.5)
+"""Sizes of `--quick`: a smoke run of seconds that exercises every measurement."""
+
+
+def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, str | None]:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--rounds", type=int, help="rounds, each running every measurement once")
+    parser.add_argument("--jobs", type=int, help="jobs per throughput run (worker, reference)")
+    parser.add_argument("--priority-low", type=int, help="low jobs waiting before the burst")
+    parser.add_argument("--priority-high", type=int, help="high jobs in the burst")
+    parser.add_argument("--http-seconds", type=float, help="duration of each raw HTTP measurement")
+    parser.add_argument("--capacity", type=int, help="WORKER_CAPACITY (and raw HTTP lanes)")
+    parser.add_argument("--quick", action="store_true", help="a tiny smoke run of seconds")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference worker")
+    parser.add_argument("--no-priority", action="store_true", help="skip the priority scenario")
+    parser.add_argument("--out", type=Path, help=f"results directory (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--amqp-url", help="use this broker instead of starting a private RabbitMQ node"
+    )
+    args = parser.parse_args(argv)
+    base = QUICK if args.quick else Options()
+    values: dict[str, Any] = {}
+    for name in ("rounds", "jobs", "priority_low", "priority_high", "http_seconds", "capacity"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.jobs is not None and args.priority_low is None and not args.quick:
+        values["priority_low"] = args.jobs
+    values["reference"] = not args.no_reference
+    values["priority"] = not args.no_priority
+    if args.out is not None:
+        values["out"] = args.out
+    return dataclasses.replace(base, **values), args.amqp_url
+
+
+# ------------------------------------------------------------------ one run
+
+
+class _Results:
+    """Appends one JSON line per measurement per round; keeps them for the table."""
+
+    def __init__(self, out: Path, stream: TextIO) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        self.run_id = time.strftime("%Y%m%d-%H%M%S")
+        self.path = out / f"bench-{self.run_id}.jsonl"
+        self.records: list[dict[str, Any]] = []
+        self._stream = stream
+
+    def write(self, measurement: str, round_no: int, fields: dict[str, Any]) -> dict[str, Any]:
+        record = {"run": self.run_id, "round": round_no, "measurement": measurement, **fields}
+        self.records.append(record)
+        with self.path.open("ab") as file:
+            file.write(orjson.dumps(record) + b"\n")
+        brief = {k: _short(v) for k, v in fields.items() if k in _PROGRESS_KEYS}
+        print(f"  round {round_no} {measurement}: {brief}", file=self._stream, flush=True)
+        return record
+
+
+_PROGRESS_KEYS = (
+    "posts_per_s",
+    "msg_per_s",
+    "jobs_per_s",
+    "cpu_ms_per_job",
+    "guarantees_ok",
+    "priority_inversions",
+    "high_latency_running_ms_p95",
+)
+
+
+def _short(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if not numerator or not denominator:
+        return None
+    return numerator / denominator
+
+
+def run_benchmark(
+    options: Options, broker: Broker | None = None, stream: TextIO = sys.stdout
+) -> Path:
+    """Run every round; returns the JSON-lines file. Starts a private node unless given one."""
+    results = _Results(options.out, stream)
+    own_node: RabbitMQNode | None = None
+    if broker is None:
+        own_node = RabbitMQNode(name_prefix="pw-bench")
+        print(f"starting private RabbitMQ node ({own_node.port})...", file=stream, flush=True)
+        own_node.start()
+        broker = own_node
+    high = options.priority_high if options.priority else 0
+    largest = max(options.jobs, options.priority_low + high)
+    api = StandInProcess(max_records=2 * largest + 10_000)
+    results.write(
+        "meta",
+        0,
+        {
+            "options": {k: str(v) for k, v in vars(options).items()},
+            "cpus": _cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "broker": repr(broker),
+        },
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="pw-bench-") as work:
+            for round_no in range(1, options.rounds + 1):
+                _run_round(options, broker, api, Path(work), round_no, results)
+        _write_summary(results)
+    finally:
+        api.close()
+        if own_node is not None:
+            own_node.close()
+    print_table(results.records, stream)
+    print(f"results: {results.path}", file=stream)
+    return results.path
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def _run_round(
+    options: Options,
+    broker: Broker,
+    api: StandInProcess,
+    work: Path,
+    round_no: int,
+    results: _Results,
+) -> None:
+    capacity = options.capacity
+    api.clear()
+    stand_in = stand_in_capacity(api.port, STATUS_BODY, options.http_seconds)
+    api.clear()
+    results.write("stand_in_capacity", round_no, {"posts_per_s": stand_in, "pipelined": 32})
+    raw_broker = results.write("broker_raw", round_no, broker_consume_ack(broker, options.jobs))
+    http_one = results.write(
+        "http_raw_1", round_no, http_posts(api.status_url, 1, options.http_seconds)
+    )
+    api.clear()
+    http_lanes = results.write(
+        "http_raw_lanes", round_no, http_posts(api.status_url, capacity, options.http_seconds)
+    )
+    api.clear()
+
+    def against_raw(fields: dict[str, Any]) -> dict[str, Any]:
+        rate = fields.get("jobs_per_s")
+        return fields | {
+            "ratio_to_broker": _ratio(rate, raw_broker["msg_per_s"]),
+            "ratio_to_http_1": _ratio(rate, http_one["posts_per_s"] / 2),
+            "ratio_to_http_lanes": _ratio(rate, http_lanes["posts_per_s"] / 2),
+        }
+
+    worker = against_raw(
+        run_throughput("worker", broker, api, work, options.jobs, capacity, round_no)
+    )
+    if options.reference:
+        reference = against_raw(
+            run_throughput("reference", broker, api, work, options.jobs, capacity, round_no)
+        )
+        worker.update(
+            ratio_to_reference=_ratio(worker.get("jobs_per_s"), reference.get("jobs_per_s")),
+            cpu_ratio_to_reference=_ratio(
+                worker.get("cpu_ms_per_job"), reference.get("cpu_ms_per_job")
+            ),
+            rss_ratio_to_reference=_ratio(worker.get("peak_rss_mb"), reference.get("peak_rss_mb")),
+        )
+    results.write("worker", round_no, worker)
+    if options.reference:
+        results.write("reference", round_no, reference)
+    if options.priority:
+        results.write(
+            "priority",
+            round_no,
+            run_priority(
+                broker, api, work, options.priority_low, options.priority_high, capacity, round_no
+            ),
+        )
+
+
+def _write_summary(results: _Results) -> None:
+    """One `summary` line: the median over rounds of every numeric field of each measurement."""
+    by_measurement: dict[str, list[dict[str, Any]]] = {}
+    for record in results.records:
+        if record["measurement"] != "meta":
+            by_measurement.setdefault(record["measurement"], []).append(record)
+    medians: dict[str, dict[str, Any]] = {}
+    for measurement, records in by_measurement.items():
+        keys = [k for k, v in records[0].items() if _numeric(v) and k != "round"]
+        medians[measurement] = {
+            key: statistics.median(r[key] for r in records if _numeric(r.get(key)))
+            for key in keys
+            if any(_numeric(r.get(key)) for r in records)
+        }
+    all_ok = all(
+        r.get("guarantees_ok", True) for records in by_measurement.values() for r in records
+    )
+    results.write("summary", 0, {"medians": medians, "guarantees_ok": all_ok})
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# ------------------------------------------------------------------ the table
+
+_TABLE = (
+    ("stand_in_capacity", "posts_per_s", "stand-in alone, pipelined POSTs/s", "{:,.0f}"),
+    ("broker_raw", "msg_per_s", "broker consume+ack, no work, msg/s", "{:,.0f}"),
+    ("http_raw_1", "posts_per_s", "requests POSTs/s, 1 thread", "{:,.0f}"),
+    ("http_raw_1", "client_cpu_ms_per_post", "  client CPU ms per POST", "{:.3f}"),
+    ("http_raw_lanes", "posts_per_s", "requests POSTs/s, lanes threads", "{:,.0f}"),
+    ("worker", "jobs_per_s", "worker jobs/s (first status -> last final)", "{:,.0f}"),
+    ("worker", "jobs_per_s_incl_startup", "  incl. process start-up", "{:,.0f}"),
+    ("worker", "cpu_ms_per_job", "  worker CPU ms per job", "{:.3f}"),
+    ("worker", "cpu_cores_used", "  worker CPU cores busy", "{:.2f}"),
+    ("worker", "peak_rss_mb", "  worker peak RSS MiB", "{:.1f}"),
+    ("worker", "ratio_to_broker", "  ratio to broker consume+ack", "{:.3f}"),
+    ("worker", "ratio_to_http_1", "  ratio to HTTP 1 thread / 2", "{:.3f}"),
+    ("worker", "ratio_to_http_lanes", "  ratio to HTTP lanes / 2", "{:.3f}"),
+    ("worker", "ratio_to_reference", "  ratio to reference worker", "{:.3f}"),
+    ("worker", "cpu_ratio_to_reference", "  CPU/job ratio to reference", "{:.2f}"),
+    ("worker", "rss_ratio_to_reference", "  peak RSS ratio to reference", "{:.2f}"),
+    ("reference", "jobs_per_s", "reference worker jobs/s", "{:,.0f}"),
+    ("reference", "cpu_ms_per_job", "  reference CPU ms per job", "{:.3f}"),
+    ("reference", "peak_rss_mb", "  reference peak RSS MiB", "{:.1f}"),
+    ("reference", "ratio_to_http_1", "  ratio to HTTP 1 thread / 2", "{:.3f}"),
+    ("priority", "priority_inversions", "priority inversions (running arrivals)", "{:.0f}"),
+    ("priority", "priority_inversions_by_worker_timestamp", "  by worker timestamps", "{:.0f}"),
+    ("priority", "high_latency_running_ms_p50", "high publish->running p50 ms", "{:.1f}"),
+    ("priority", "high_latency_running_ms_p95", "high publish->running p95 ms", "{:.1f}"),
+    ("priority", "high_latency_running_ms_max", "high publish->running max ms", "{:.1f}"),
+    ("priority", "high_latency_final_ms_p95", "high publish->final p95 ms", "{:.1f}"),
+)
+
+
+def print_table(records: Sequence[dict[str, Any]], stream: TextIO) -> None:
+    rounds = sorted({r["round"] for r in records if r["round"] > 0})
+    lookup = {(r["measurement"], r["round"]): r for r in records}
+    header = f"{'figure':<46}{'median':>12}" + "".join(f"{'r' + str(n):>12}" for n in rounds)
+    print(header, file=stream)
+    print("-" * len(header), file=stream)
+    for measurement, key, label, fmt in _TABLE:
+        values = [lookup.get((measurement, n), {}).get(key) for n in rounds]
+        present = [v for v in values if _numeric(v)]
+        if not present:
+            continue
+        cells = [fmt.format(v) if _numeric(v) else "-" for v in values]
+        median = fmt.format(statistics.median(present))
+        print(f"{label:<46}{median:>12}" + "".join(f"{c:>12}" for c in cells), file=stream)
+    checks = [r for r in records if "guarantees_ok" in r and r["measurement"] != "summary"]
+    failed = [f"{r['measurement']} r{r['round']}" for r in checks if not r["guarantees_ok"]]
+    verdict = "all passed" if not failed else "FAILED: " + ", ".join(failed)
+    print(f"guarantees (one final status per job, queues empty): {verdict}", file=stream)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options, amqp_url = parse_options(argv)
+    broker = Broker(amqp_url) if amqp_url else None
+    path = run_benchmark(options, broker)
+    summary = [r for r in _read(path) if r["measurement"] == "summary"]
+    return 0 if summary and summary[-1]["guarantees_ok"] else 1
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

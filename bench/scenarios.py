@@ -1,0 +1,368 @@
+"""Real worker processes against pre-published jobs: throughput, cost, priority, guarantees."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pika
+from tests.support.rabbitmq_node import Broker
+
+from adapters.rabbitmq.connection import DEAD_LETTER_QUEUE, EXCHANGE, JOB_QUEUES, declare_topology
+from bench.raw import publish_fast
+from bench.stand_in import Arrival, StandInProcess
+from bootstrap import load_settings
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_ALL_QUEUES = (*JOB_QUEUES, DEAD_LETTER_QUEUE)
+_FINAL = ("completed", "failed")
+
+
+def sum_job(job_id: str) -> bytes:
+    return orjson.dumps({"id": job_id, "type": "sum", "payload": {"numbers": [1, 2, 3]}})
+
+
+# ------------------------------------------------------------------ the process under test
+
+
+def worker_command(kind: str) -> list[str]:
+    """`python-worker run`, or the reference worker, with this interpreter's venv."""
+    if kind == "reference":
+        return [sys.executable, "-m", "bench.reference_worker"]
+    script = Path(sys.executable).with_name("python-worker")
+    if script.exists():
+        return [str(script), "run"]
+    return [sys.executable, "-m", "bootstrap", "run"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # After the command name: state is field 3 of stat(5), utime 14, stime 15.
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak resident set) of a running process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class UnderTest:
+    """One worker process (ours or the reference) with the benchmark's environment."""
+
+    def __init__(
+        self, kind: str, broker: Broker, api: StandInProcess, work_dir: Path, capacity: int
+    ) -> None:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("WORKER_", "RABBITMQ_", "STATUS_", "ORCHESTRATOR_"))
+        }
+        env.update(
+            RABBITMQ_HOST=broker.host,
+            RABBITMQ_PORT=str(broker.port),
+            STATUS_UPDATE_URL=api.status_url,
+            ORCHESTRATOR_URL=api.url,
+            WORKER_CAPACITY=str(capacity),
+            WORKER_ID=f"bench-{kind}",
+            HEARTBEAT_INTERVAL="5",
+            METRICS_LOG_INTERVAL="3600",
+            SHUTDOWN_GRACE_SECONDS="20",
+            STATUS_OUTBOX_DIR=str(work_dir / f"outbox-{kind}"),
+            # Logging is not what is measured: no line per job.
+            LOG_LEVEL="WARNING",
+        )
+        # The reference worker and `-m bootstrap` need the repo root and src importable.
+        root = Path(__file__).resolve().parents[1]
+        env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "src")])
+        self.log_path = work_dir / f"{kind}.log"
+        with self.log_path.open("ab") as log:
+            self.started_at = time.time()
+            self._process = subprocess.Popen(
+                worker_command(kind), env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def stop(self, timeout: float = 60) -> int | None:
+        """SIGTERM and wait; SIGKILL if it will not go. Returns the exit status."""
+        if self.alive():
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                return self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(10)
+        return self._process.returncode
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+# ------------------------------------------------------------------ broker helpers
+
+
+def reset_job_queues(broker: Broker) -> None:
+    """Declare the project's topology as the worker would, and empty its queues."""
+    # The worker's own settings class, so queue arguments match what the worker will declare.
+    config = load_settings(rabbitmq_host=broker.host, rabbitmq_port=broker.port).broker_config()
+    with broker.connect() as connection:
+        declare_topology(connection, config)
+        channel = connection.channel()
+        for queue in _ALL_QUEUES:
+            channel.queue_purge(queue)
+
+
+def publish_jobs(broker: Broker, queue: str, ids: Sequence[str]) -> float:
+    """Pre-publish `sum` jobs to a job queue; returns seconds taken."""
+    return publish_fast(broker, EXCHANGE, queue, (sum_job(i) for i in ids), len(ids))
+
+
+def queue_leftovers(broker: Broker) -> dict[str, list[int]]:
+    """Queues holding anything: name -> [ready, unacked]. Unacked is exact on a RabbitMQNode."""
+    list_queues = getattr(broker, "list_queues", None)
+    if list_queues is not None:
+        counts = list_queues()
+        rows = {name: [c.messages_ready, c.messages_unacknowledged] for name, c in counts.items()}
+    else:
+        rows = {}
+        for name in _ALL_QUEUES:
+            found = broker.queue_counts(name)
+            if found is not None:
+                rows[name] = [found.messages_ready, found.messages_unacknowledged]
+    return {name: row for name, row in rows.items() if name in _ALL_QUEUES and any(row)}
+
+
+def wait_settled(broker: Broker, timeout: float) -> dict[str, list[int]]:
+    """Wait until no project queue holds ready or unacked messages; returns what is left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = queue_leftovers(broker)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+# ------------------------------------------------------------------ measurements
+
+
+@dataclass
+class _Progress:
+    cpu_start: float | None = None
+    timed_out: bool = False
+
+
+def _wait_for_statuses(
+    api: StandInProcess, proc: UnderTest, expected: int, timeout: float, progress: _Progress
+) -> None:
+    # The CPU baseline is read when the first status arrives: the work has started, the
+    # process's start-up (imports, connecting) is behind it. Polled every 10 ms.
+    deadline = time.monotonic() + timeout
+    while True:
+        count = api.status_count()
+        if progress.cpu_start is None and count > 0:
+            progress.cpu_start = cpu_seconds(proc.pid)
+        if count >= expected:
+            return
+        if not proc.alive():
+            raise RuntimeError(f"process under test exited early:\n{proc.log_tail()}")
+        if time.monotonic() > deadline:
+            progress.timed_out = True
+            return
+        time.sleep(0.01)
+
+
+def check_guarantees(
+    arrivals: Sequence[Arrival], job_ids: Sequence[str], leftovers: dict[str, list[int]]
+) -> dict[str, Any]:
+    """Every job exactly one final status, `running` before it, and nothing left in the queues."""
+    finals = Counter(a.job_id for a in arrivals if a.status in _FINAL)
+    wanted = set(job_ids)
+    missing = sum(1 for job_id in wanted if finals[job_id] == 0)
+    duplicated = sum(1 for job_id in wanted if finals[job_id] > 1)
+    unexpected = sum(1 for job_id in finals if job_id not in wanted)
+    failed = sum(1 for a in arrivals if a.status == "failed")
+    seen_running: set[str] = set()
+    out_of_order = 0
+    for arrival in arrivals:
+        if arrival.status == "running":
+            seen_running.add(arrival.job_id)
+        elif arrival.status in _FINAL and arrival.job_id not in seen_running:
+            out_of_order += 1
+    ok = not (missing or duplicated or unexpected or failed or out_of_order or leftovers)
+    return {
+        "guarantees_ok": ok,
+        "missing_final": missing,
+        "duplicate_final": duplicated,
+        "unexpected_final": unexpected,
+        "failed_jobs": failed,
+        "final_before_running": out_of_order,
+        "queue_leftovers": leftovers,
+    }
+
+
+def run_throughput(
+    kind: str,
+    broker: Broker,
+    api: StandInProcess,
+    work_dir: Path,
+    jobs: int,
+    capacity: int,
+    round_no: int,
+) -> dict[str, Any]:
+    """Pre-publish `jobs` sum jobs to job.low, run one process until all are final, measure."""
+    reset_job_queues(broker)
+    api.clear()
+    ids = [f"r{round_no}-{kind}-{n:06d}" for n in range(jobs)]
+    publish_seconds = publish_jobs(broker, "job.low", ids)
+
+    proc = UnderTest(kind, broker, api, work_dir, capacity)
+    progress = _Progress()
+    try:
+        _wait_for_statuses(api, proc, 2 * jobs, max(60.0, jobs / 50), progress)
+        cpu_end = cpu_seconds(proc.pid)
+        rss = peak_rss_mb(proc.pid)
+        leftovers = wait_settled(broker, 30)
+    finally:
+        exit_status = proc.stop()
+    # After the process has gone, anything it left unacked is back to ready: check once more.
+    leftovers = leftovers or wait_settled(broker, 0)
+    arrivals = api.arrivals()
+    result: dict[str, Any] = {
+        "jobs": jobs,
+        "capacity": capacity,
+        "publish_s": publish_seconds,
+        "exit_status": exit_status,
+        "timed_out": progress.timed_out,
+        "peak_rss_mb": rss,
+    }
+    result.update(check_guarantees(arrivals, ids, leftovers))
+    finals = [a.at for a in arrivals if a.status in _FINAL]
+    if not arrivals or not finals:
+        return result | {"guarantees_ok": False, "jobs_per_s": 0.0}
+    first, last = arrivals[0].at, max(finals)
+    cpu_start = progress.cpu_start if progress.cpu_start is not None else 0.0
+    result.update(
+        seconds=last - first,
+        jobs_per_s=jobs / (last - first),
+        jobs_per_s_incl_startup=jobs / (last - proc.started_at),
+        startup_s=first - proc.started_at,
+        cpu_ms_per_job=(cpu_end - cpu_start) * 1000 / jobs,
+        cpu_cores_used=(cpu_end - cpu_start) / (last - first),
+    )
+    return result
+
+
+def _percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def run_priority(
+    broker: Broker,
+    api: StandInProcess,
+    work_dir: Path,
+    low_jobs: int,
+    high_jobs: int,
+    capacity: int,
+    round_no: int,
+) -> dict[str, Any]:
+    """A burst of high jobs into a worker busy with a low backlog: inversions and latency."""
+    reset_job_queues(broker)
+    api.clear()
+    low_ids = [f"r{round_no}-low-{n:06d}" for n in range(low_jobs)]
+    high_ids = [f"r{round_no}-high-{n:05d}" for n in range(high_jobs)]
+    publish_jobs(broker, "job.low", low_ids)
+
+    proc = UnderTest("worker", broker, api, work_dir, capacity)
+    published: dict[str, float] = {}
+    progress = _Progress()
+    try:
+        # "Getting going": a tenth of the low backlog is done, the worker is at full speed.
+        _wait_for_statuses(api, proc, max(2, low_jobs // 5), 120, progress)
+        properties = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+        with broker.connect() as connection:
+            channel = connection.channel()
+            for job_id in high_ids:
+                published[job_id] = time.time()
+                channel.basic_publish(EXCHANGE, "job.high", sum_job(job_id), properties=properties)
+        total = 2 * (low_jobs + high_jobs)
+        _wait_for_statuses(api, proc, total, max(60.0, total / 100), progress)
+        leftovers = wait_settled(broker, 30)
+    finally:
+        exit_status = proc.stop()
+    leftovers = leftovers or wait_settled(broker, 0)
+    arrivals = api.arrivals()
+    result: dict[str, Any] = {
+        "low_jobs": low_jobs,
+        "high_jobs": high_jobs,
+        "capacity": capacity,
+        "exit_status": exit_status,
+        "timed_out": progress.timed_out,
+    }
+    result.update(check_guarantees(arrivals, low_ids + high_ids, leftovers))
+    high = set(high_ids)
+    running = [a for a in arrivals if a.status == "running"]
+    high_running = {a.job_id: a for a in running if a.job_id in high}
+    high_final = {a.job_id: a for a in arrivals if a.job_id in high and a.status in _FINAL}
+    if len(high_running) < high_jobs:
+        return result | {"guarantees_ok": False}
+    first_published = min(published.values())
+    last_high_start = max(a.at for a in high_running.values())
+    last_high_stamp = max(a.timestamp for a in high_running.values())
+    first_published_stamp = _iso(first_published)
+    # Started = its `running` status: by arrival at the stand-in (primary), and by the
+    # worker's own timestamp in that status (millisecond resolution) as a cross-check.
+    inversions = sum(
+        1 for a in running if a.job_id not in high and first_published < a.at < last_high_start
+    )
+    inversions_by_stamp = sum(
+        1
+        for a in running
+        if a.job_id not in high and first_published_stamp < a.timestamp < last_high_stamp
+    )
+    to_running = [(high_running[i].at - published[i]) * 1000 for i in high_ids]
+    to_final = [(high_final[i].at - published[i]) * 1000 for i in high_ids if i in high_final]
+    result.update(
+        priority_inversions=inversions,
+        priority_inversions_by_worker_timestamp=inversions_by_stamp,
+        high_burst_publish_ms=(max(published.values()) - first_published) * 1000,
+        high_latency_running_ms_p50=statistics.median(to_running),
+        high_latency_running_ms_p95=_percentile(to_running, 0.95),
+        high_latency_running_ms_max=max(to_running),
+        high_latency_final_ms_p50=statistics.median(to_final) if to_final else None,
+        high_latency_final_ms_p95=_percentile(to_final, 0.95),
+        high_latency_final_ms_max=max(to_final) if to_final else None,
+        low_done_before_burst=sum(
+            1 for a in arrivals if a.status in _FINAL and a.at < first_published
+        ),
+    )
+    return result
+
+
+def _iso(epoch: float) -> str:
+    # Same shape as the worker's timestamps, so plain string comparison orders them.
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
