@@ -42,7 +42,7 @@ from adapters.rabbitmq.publisher import PublishFailed, RabbitMQPublisher
 from adapters.rabbitmq.source import RabbitMQSource
 from adapters.sqlite_store import SqliteJobMemory
 from application.clock import SystemClock
-from application.job_types import run_job
+from application.job_types import JOB_TYPES, run_job
 from application.ports import MessageSource, StatusReporter
 from application.process_job import JobProcessor, JobRunner, WorkerIdentity
 from application.stats import WorkerStats
@@ -333,6 +333,9 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
 # --------------------------------------------------------------------------- container
 
 
+TEST_JOB_TYPES = frozenset({"test.crash", "test.sleep"})
+
+
 def _job_runner(test_handlers: bool) -> JobRunner | None:
     """The built-in handlers, plus two test-only job types when the setting asks for them."""
     if not test_handlers:
@@ -349,6 +352,10 @@ def _job_runner(test_handlers: bool) -> JobRunner | None:
         return run_job(job_type, payload, rng_factory=random.Random)
 
     return run
+
+
+def _job_types(test_handlers: bool) -> frozenset[str]:
+    return JOB_TYPES | TEST_JOB_TYPES if test_handlers else JOB_TYPES
 
 
 def _secret(value: SecretStr | None) -> str | None:
@@ -425,6 +432,7 @@ class Container(containers.DeclarativeContainer):
         memory=job_memory,
         max_attempts=settings.provided.max_delivery_attempts,
         runner=providers.Callable(_job_runner, settings.provided.worker_test_handlers),
+        job_types=providers.Callable(_job_types, settings.provided.worker_test_handlers),
     )
     worker_config = providers.Singleton(
         WorkerConfig,

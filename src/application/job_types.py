@@ -312,9 +312,7 @@ def _operation_name(job_type: str, payload: Mapping[str, Any]) -> str:
         return str(chosen)
     operation = _OPERATIONS.get(job_type)
     if operation is None or not operation.is_job_type:
-        raise UnknownJobType(
-            f"unknown job type {_short(job_type)}; known types: {', '.join(sorted(JOB_TYPES))}"
-        )
+        raise UnknownJobType.naming(job_type[:80], JOB_TYPES)
     stated = payload.get(operation.family.selector)
     if stated is not None and stated != job_type:
         raise InvalidPayload(

@@ -2,7 +2,7 @@
 
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from application.ports import (
     StatusUpdate,
 )
 from application.stats import WorkerStats
-from domain.errors import InvalidMessage, JobError
+from domain.errors import InvalidMessage, JobError, UnknownJobType
 from domain.jobs import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class JobProcessor:
         runner: JobRunner | None = None,
         observers: Sequence[JobObserver] = (),
         max_attempts: int = 5,
+        job_types: Collection[str] = JOB_TYPES,
     ) -> None:
         self._source = source
         self._reporter = reporter
@@ -66,6 +67,7 @@ class JobProcessor:
         self._observers = tuple(observers)
         self._memory = memory
         self._max_attempts = max_attempts
+        self._job_types = job_types
 
     def process(self, delivery: Delivery) -> None:
         """Handle one delivery completely; never raises."""
@@ -77,6 +79,10 @@ class JobProcessor:
             job = parse_job(delivery.body)
         except InvalidMessage as exc:
             self._reject_message(delivery, exc, started)
+            return
+        if job.type not in self._job_types:
+            error = str(UnknownJobType.naming(job.type, JOB_TYPES))
+            self._reject_message(delivery, InvalidMessage(error, job_id=job.id), started)
             return
         if (delivery.redelivered or delivery.attempt > 1) and self._rereport(job, delivery):
             return

@@ -1,6 +1,9 @@
 """The domain's own error types; each carries a message fit to show a user as `errorMessage`."""
 
 
+from collections.abc import Iterable
+
+
 class JobError(Exception):
     """Raised when a job cannot be run; the base of every domain error."""
 
@@ -16,6 +19,11 @@ class InvalidMessage(JobError):
 
 class UnknownJobType(JobError):
     """Raised when a job's `type` names no built-in handler."""
+
+    @classmethod
+    def naming(cls, job_type: str, known: Iterable[str]) -> "UnknownJobType":
+        """The error for `job_type`, listing the types that do exist."""
+        return cls(f"unknown job type {job_type!r}; known types: {', '.join(sorted(known))}")
 
 
 class InvalidPayload(JobError):

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 RECONNECT_BASE_SECONDS = 1.0
 RECONNECT_CAP_SECONDS = 30.0
 IO_POLL_SECONDS = 0.2
+REFILL_GRACE_SECONDS = 0.2
+"""How long a tier counts as "more on the way" after an ack freed a slot in its full window:
+ample for the broker's next delivery, short enough that an emptied tier stops blocking soon."""
 """Longest the I/O thread sleeps in pika before it looks at its own flags again."""
 
 
@@ -99,6 +102,8 @@ class RabbitMQSource(MessageSource):
         self._ready = threading.Condition()
         # Deliveries of the live channel not settled yet, per tier: the consumer's window.
         self._in_window: dict[Priority, int] = dict.fromkeys(Priority, 0)
+        # Until when a tier whose full window just got a free slot may still be refilled.
+        self._refill_until: dict[Priority, float] = dict.fromkeys(Priority, 0.0)
         self._generation = 0
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
@@ -121,6 +126,8 @@ class RabbitMQSource(MessageSource):
             while True:
                 if not self._receiving:
                     return None
+                now = time.monotonic()
+                wake = deadline
                 for priority in Priority.by_rank():
                     buffer = self._buffers[priority]
                     if buffer:
@@ -129,9 +136,14 @@ class RabbitMQSource(MessageSource):
                         # This tier's window is full, so the broker is likely holding more of
                         # it: starting a lower-tier job now would jump the queue. Wait for acks.
                         break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._ready.wait(remaining):
+                    if self._refill_until[priority] > now:
+                        # An ack just freed a slot in this tier's full window; its next message
+                        # is on the way. Don't let a lower tier slip into that round trip.
+                        wake = min(wake, self._refill_until[priority])
+                        break
+                if now >= deadline:
                     return None
+                self._ready.wait(wake - now)
 
     def settle(self, delivery: Delivery, outcome: Settlement, reason: str | None = None) -> None:
         handle: _Handle = delivery.handle
@@ -341,10 +353,12 @@ class RabbitMQSource(MessageSource):
         with self._ready:
             reopened = False
             for priority in priorities:
+                if self._in_window[priority] >= self._prefetch:
+                    self._refill_until[priority] = time.monotonic() + REFILL_GRACE_SECONDS
+                    reopened = True
                 self._in_window[priority] -= 1
-                reopened |= self._in_window[priority] == self._prefetch - 1
             if reopened:
-                # Job threads held back by this full window may now take a lower tier.
+                # Job threads held back by a full window re-check when its refill is overdue.
                 self._ready.notify_all()
 
     def _on_cancelled_by_broker(self, _frame: Any) -> None:
