@@ -325,9 +325,10 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
     if settings.log_level != "DEBUG":
-        # pika logs every connection step, and again each error our adapter already reports
-        # with more context (which queue, what next); keep only its errors.
-        logging.getLogger("pika").setLevel(logging.ERROR)
+        # pika logs every connection step, and each failure again with a traceback; our
+        # adapter reports each one once, with the context an operator needs (which node,
+        # which queue, what happens next).
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 # --------------------------------------------------------------------------- container

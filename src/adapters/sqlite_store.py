@@ -1,14 +1,22 @@
 """Local SQLite state of one worker: opening a database, and the memory of recent jobs."""
 
+import contextlib
+import logging
+import queue
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
 from application.ports import JobMemory, StatusUpdate
 
+log = logging.getLogger(__name__)
+
 JOB_MEMORY_FILENAME = "job-memory.sqlite3"
+MAX_BATCH = 500
+"""Most final statuses written in one transaction."""
 
 
 class LocalStateUnavailable(Exception):
@@ -35,7 +43,9 @@ class SqliteJobMemory(JobMemory):
     """The last `capacity` jobs on disk, so what it knows outlives a crashed process.
 
     One row per job: the starts without an outcome, then (once finished) the final status.
-    Rows beyond `capacity` are dropped oldest first, in batches of a tenth of it.
+    Rows beyond `capacity` are dropped oldest first, in batches of a tenth of it. Final
+    statuses are written by one thread, as many per transaction as have queued up meanwhile:
+    a commit per job would cost more than the job itself.
     """
 
     def __init__(self, directory: str | Path, capacity: int = 100_000) -> None:
@@ -54,6 +64,11 @@ class SqliteJobMemory(JobMemory):
             self._count: int = self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
         except sqlite3.Error as exc:
             raise LocalStateUnavailable(f"{JOB_MEMORY_FILENAME} in {directory}: {exc}") from exc
+        self._queue: queue.SimpleQueue[tuple[StatusUpdate, Callable[[], None]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._writer = threading.Thread(target=self._write_loop, name="job-memory", daemon=True)
+        self._writer.start()
 
     def record_start(self, job_id: str) -> int:
         with self._lock:
@@ -69,15 +84,47 @@ class SqliteJobMemory(JobMemory):
                 self._added()
             return starts
 
-    def remember(self, update: StatusUpdate) -> None:
-        body = orjson.dumps(update.to_json())
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO jobs (job_id, final) VALUES (?, ?)"
-                " ON CONFLICT (job_id) DO UPDATE SET final = excluded.final, starts = 0",
-                (update.job_id, body),
-            )
-            self._added()
+    def remember(self, update: StatusUpdate, then: Callable[[], None]) -> None:
+        self._queue.put((update, then))
+
+    def _write_loop(self) -> None:
+        while (first := self._queue.get()) is not None:
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(item)
+            self._write(batch)
+
+    def _write(self, batch: list[tuple[StatusUpdate, Callable[[], None]]]) -> None:
+        rows = [(update.job_id, orjson.dumps(update.to_json())) for update, _ in batch]
+        try:
+            with self._lock:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT INTO jobs (job_id, final) VALUES (?, ?)"
+                    " ON CONFLICT (job_id) DO UPDATE SET final = excluded.final, starts = 0",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+                for _ in rows:
+                    self._added()
+        except sqlite3.Error:
+            # The memory guards against rare redeliveries; failing to keep it must not hold
+            # up acknowledgements.
+            log.exception("could not remember %d finished job(s)", len(rows))
+            with self._lock, contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+        for _, then in batch:
+            try:
+                then()
+            except Exception:
+                log.exception("continuation after remembering a job failed")
 
     def recall(self, job_id: str) -> StatusUpdate | None:
         with self._lock:
@@ -87,6 +134,8 @@ class SqliteJobMemory(JobMemory):
         return StatusUpdate.from_json(orjson.loads(row[0]))
 
     def close(self) -> None:
+        self._queue.put(None)
+        self._writer.join(timeout=30)
         with self._lock:
             self._db.close()
 

@@ -205,15 +205,16 @@ class JobMemory(abc.ABC):
         """Note that `job_id` starts now; returns its starts without an outcome, this one too."""
 
     @abc.abstractmethod
-    def remember(self, update: StatusUpdate) -> None:
-        """Keep `update` (a final status) for its job; its count of starts ends."""
+    def remember(self, update: StatusUpdate, then: Callable[[], None]) -> None:
+        """Keep `update` (a final status) for its job, ending its count of starts; call `then`
+        once it is kept (maybe later, from another thread), even if keeping it failed."""
 
     @abc.abstractmethod
     def recall(self, job_id: str) -> StatusUpdate | None:
         """The final status kept for `job_id`, if it is still remembered."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
-        """Release resources."""
+        """Keep what is queued (calling its `then`), then release resources."""
 
 
 @dataclass(frozen=True)

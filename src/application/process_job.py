@@ -101,6 +101,10 @@ class JobProcessor:
         else:
             self._finish(job, delivery, started, result=result)
 
+    def close(self) -> None:
+        """Finish keeping outcomes still queued, so their messages get settled."""
+        self._memory.close()
+
     def _poison_verdict(self, job: Job, delivery: Delivery) -> str | None:
         """Why a job must not run again, if it keeps ending without an outcome.
 
@@ -208,16 +212,8 @@ class JobProcessor:
             duration_ms=round(duration_ms, 3),
         )
         settle = self._settler(delivery, settlement, error)
-
-        def remember_then_settle() -> None:
-            # Remembered before the ack: if we die in between, the redelivery is recognised.
-            try:
-                self._memory.remember(update)
-            except Exception:  # the memory is an optimisation; the ack must still happen
-                log.exception("could not remember the outcome of job %s", job.id)
-            settle()
-
-        self._reporter.report(update, remember_then_settle)
+        # Remembered before the ack: if we die in between, the redelivery is recognised.
+        self._reporter.report(update, lambda: self._memory.remember(update, settle))
 
     def _report(self, job: Job, delivery: Delivery, status: JobStatus, **fields: Any) -> None:
         self._reporter.report(self._update(job, delivery, status, **fields))

@@ -221,6 +221,7 @@ class Worker:
                 "%d status update(s) not delivered yet; they stay in the outbox",
                 self._reporter.backlog(),
             )
+        self._processor.close()
         ticker.join(timeout=1.0)
         self._log_metrics()
         self._send_heartbeat()

@@ -2,6 +2,7 @@
 
 import collections
 import threading
+from collections.abc import Callable
 
 from application.ports import JobMemory, StatusUpdate
 
@@ -21,9 +22,10 @@ class InMemoryJobMemory(JobMemory):
             self._keep(job_id, starts)
             return starts
 
-    def remember(self, update: StatusUpdate) -> None:
+    def remember(self, update: StatusUpdate, then: Callable[[], None]) -> None:
         with self._lock:
             self._keep(update.job_id, update)
+        then()
 
     def recall(self, job_id: str) -> StatusUpdate | None:
         with self._lock:

@@ -3,6 +3,7 @@
 import collections
 import contextlib
 import functools
+import itertools
 import logging
 import threading
 import time
@@ -105,6 +106,12 @@ class RabbitMQSource(MessageSource):
         # Until when a tier whose full window just got a free slot may still be refilled.
         self._refill_until: dict[Priority, float] = dict.fromkeys(Priority, 0.0)
         self._generation = 0
+        # Delivery tags of the live channel not yet settled on the wire, oldest first; only
+        # the I/O thread touches it.
+        self._outstanding: dict[int, None] = {}
+        self._settle_lock = threading.Lock()
+        self._settlements: list[tuple[_Handle, Settlement]] = []
+        self._drain_scheduled = False
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
         self._republish_channel: Any = None
@@ -151,11 +158,18 @@ class RabbitMQSource(MessageSource):
         if connection is None or handle.generation != self._generation:
             self._log_void_settlement(handle, outcome)
             return
+        # Settlements queue up and one callback sends all that arrived meanwhile: one wake-up
+        # of the I/O thread per batch instead of per message, and room for multiple-acks.
+        with self._settle_lock:
+            self._settlements.append((handle, outcome))
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
         try:
-            connection.add_callback_threadsafe(
-                functools.partial(self._settle_on_io_thread, handle, outcome)
-            )
+            connection.add_callback_threadsafe(self._send_settlements)
         except pika.exceptions.AMQPError:
+            with self._settle_lock:
+                self._drain_scheduled = False
             self._log_void_settlement(handle, outcome)
 
     def stop_receiving(self) -> None:
@@ -262,6 +276,10 @@ class RabbitMQSource(MessageSource):
             if self._cancelled_by_broker:
                 raise _ConsumerCancelled("the broker cancelled our consumer (queue deleted?)")
             self._connection.process_data_events(time_limit=IO_POLL_SECONDS)
+            if self._settlements:
+                # Safety net: a drain scheduled on a connection that died just before can
+                # never run; sending from here keeps settlements flowing regardless.
+                self._send_settlements()
 
     def _on_message(
         self,
@@ -296,6 +314,7 @@ class RabbitMQSource(MessageSource):
             redelivered=method.redelivered,
             received_at=time.monotonic(),
         )
+        self._outstanding[method.delivery_tag] = None
         with self._ready:
             self._buffers[priority].append(delivery)
             self._in_window[priority] += 1
@@ -321,16 +340,42 @@ class RabbitMQSource(MessageSource):
             return False
         return True
 
-    def _settle_on_io_thread(self, handle: _Handle, outcome: Settlement) -> None:
+    def _send_settlements(self) -> None:
+        with self._settle_lock:
+            batch, self._settlements = self._settlements, []
+            self._drain_scheduled = False
         channel = self._channel
-        if handle.generation != self._generation or channel is None or not channel.is_open:
-            self._log_void_settlement(handle, outcome)
-            return
-        if outcome is Settlement.ACK:
-            channel.basic_ack(handle.delivery_tag)
-        else:
-            channel.basic_reject(handle.delivery_tag, requeue=outcome is Settlement.REQUEUE)
-        self._left_window([handle.priority])
+        acks: set[int] = set()
+        settled: list[Priority] = []
+        for handle, outcome in batch:
+            if handle.generation != self._generation or channel is None or not channel.is_open:
+                self._log_void_settlement(handle, outcome)
+                continue
+            settled.append(handle.priority)
+            if outcome is Settlement.ACK:
+                acks.add(handle.delivery_tag)
+            else:
+                channel.basic_reject(handle.delivery_tag, requeue=outcome is Settlement.REQUEUE)
+                self._outstanding.pop(handle.delivery_tag, None)
+        # The oldest outstanding deliveries that are all being acked go in one multiple-ack
+        # (it covers every unsettled tag up to it, so only a gap-free run qualifies).
+        run_end = None
+        for tag in self._outstanding:
+            if tag not in acks:
+                break
+            run_end = tag
+        if run_end is not None:
+            assert channel is not None
+            channel.basic_ack(run_end, multiple=True)
+            for tag in list(itertools.takewhile(lambda t: t <= run_end, self._outstanding)):
+                del self._outstanding[tag]
+                acks.discard(tag)
+        for tag in sorted(acks):
+            assert channel is not None
+            channel.basic_ack(tag)
+            self._outstanding.pop(tag, None)
+        if settled:
+            self._left_window(settled)
 
     def _cancel_consumers(self) -> None:
         channel = self._channel
@@ -345,6 +390,7 @@ class RabbitMQSource(MessageSource):
                 buffer.clear()
         for delivery in unstarted:
             channel.basic_reject(delivery.handle.delivery_tag, requeue=True)
+            self._outstanding.pop(delivery.handle.delivery_tag, None)
         self._left_window([delivery.priority for delivery in unstarted])
         if unstarted:
             log.info("handed %d unstarted job(s) back to the broker", len(unstarted))
@@ -373,7 +419,13 @@ class RabbitMQSource(MessageSource):
             for buffer in self._buffers.values():
                 buffer.clear()
             self._in_window = dict.fromkeys(Priority, 0)
+            self._outstanding.clear()
             self._ready.notify_all()
+        with self._settle_lock:
+            # Queued settlements belong to the dead channel, and a drain scheduled on the dead
+            # connection will never run: start the next connection with a clean slate.
+            self._settlements.clear()
+            self._drain_scheduled = False
             connection, self._connection, self._channel = self._connection, None, None
         if was_connected:
             self._reconnects += 1
