@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata, resources
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal, TextIO
+from typing import Annotated, Any, Literal, TextIO
 from urllib.parse import urlsplit
 
 import orjson
@@ -41,6 +41,7 @@ from adapters.rabbitmq.connection import BrokerConfig
 from adapters.rabbitmq.publisher import PublishFailed, RabbitMQPublisher
 from adapters.rabbitmq.source import RabbitMQSource
 from adapters.sqlite_store import SqliteJobMemory
+from adapters.supervisor import Supervisor, child_command
 from application.clock import SystemClock
 from application.job_types import JOB_TYPES, run_job
 from application.ports import MessageSource, StatusReporter
@@ -162,7 +163,12 @@ class Settings(BaseSettings):
         examples=["python"],
     )
     worker_capacity: int = Field(
-        10, ge=1, le=1000, description="most jobs in flight at once", examples=[10]
+        10, ge=1, le=1000, description="most jobs in flight at once, per process", examples=[10]
+    )
+    worker_processes: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+        1,
+        description="worker processes run side by side by `run` (`auto`: one per core)",
+        examples=["auto"],
     )
     orchestrator_url: str = Field(
         "http://localhost:8081",
@@ -198,6 +204,11 @@ class Settings(BaseSettings):
         Path("status-outbox"),
         description="where undelivered status updates are kept durably",
         examples=["/var/lib/python-worker/outbox"],
+    )
+    job_memory_dir: Path | None = Field(
+        None,
+        description="where the memory of recent jobs is kept; default STATUS_OUTBOX_DIR",
+        examples=["/var/lib/python-worker"],
     )
     status_outbox_max_items: int = Field(
         100_000,
@@ -398,7 +409,9 @@ class Container(containers.DeclarativeContainer):
             url=settings.provided.status_update_url,
             outbox_dir=settings.provided.status_outbox_dir,
             token=providers.Callable(_secret, settings.provided.status_api_token),
-            lanes=settings.provided.worker_capacity,
+            lanes=providers.Callable(
+                lambda capacity: min(capacity, 4), settings.provided.worker_capacity
+            ),
             outbox_max_items=settings.provided.status_outbox_max_items,
         ),
     )
@@ -417,7 +430,9 @@ class Container(containers.DeclarativeContainer):
         memory=providers.Singleton(InMemoryJobMemory, capacity=settings.provided.job_memory_size),
         rabbitmq=providers.Singleton(
             SqliteJobMemory,
-            directory=settings.provided.status_outbox_dir,
+            directory=providers.Callable(
+                lambda settings: settings.job_memory_dir or settings.status_outbox_dir, settings
+            ),
             capacity=settings.provided.job_memory_size,
         ),
     )
@@ -470,6 +485,10 @@ def build_container(
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    processes = args.processes or settings.worker_processes
+    count = (os.cpu_count() or 1) if processes == "auto" else int(processes)
+    if count > 1:
+        return Supervisor(count, child_command(), lambda index: _child_env(settings, index)).run()
     container = build_container(settings)
     worker = container.worker()
     _install_signal_handlers(worker)
@@ -480,6 +499,22 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         if health is not None:
             health.close()
     return 0
+
+
+def _child_env(settings: Settings, index: int) -> dict[str, str]:
+    """One process of several: its own id, outbox and metrics port; the job memory is shared."""
+    root = settings.status_outbox_dir
+    env = {
+        "WORKER_PROCESSES": "1",
+        "WORKER_ID": f"{settings.worker_id}-p{index}",
+        # Process 0 keeps the plain directory, so going from one process to several (or back)
+        # still replays an outbox left there.
+        "STATUS_OUTBOX_DIR": str(root if index == 0 else root / f"p{index}"),
+        "JOB_MEMORY_DIR": str(settings.job_memory_dir or root),
+    }
+    if settings.metrics_port is not None:
+        env["METRICS_PORT"] = str(settings.metrics_port + index)
+    return env
 
 
 def _start_health_server(container: Container, settings: Settings) -> HealthServer | None:
@@ -752,6 +787,14 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- entry point
 
 
+def _processes(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if text.isdigit() and 1 <= int(text) <= 64:
+        return int(text)
+    raise argparse.ArgumentTypeError("expected a number from 1 to 64, or 'auto'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python-worker",
@@ -759,7 +802,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"python-worker {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", help="run the worker (RabbitMQ by default; see WORKER_BROKER)")
+    run = commands.add_parser("run", help="run the worker (RabbitMQ by default; see WORKER_BROKER)")
+    run.add_argument(
+        "--processes",
+        metavar="N",
+        type=_processes,
+        help="worker processes side by side, or 'auto' for one per core (WORKER_PROCESSES)",
+    )
     process = commands.add_parser(
         "process",
         help="run JSON-lines jobs from FILE (- for stdin) in memory; status updates to stdout",

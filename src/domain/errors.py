@@ -1,6 +1,5 @@
 """The domain's own error types; each carries a message fit to show a user as `errorMessage`."""
 
-
 from collections.abc import Iterable
 
 

@@ -366,7 +366,10 @@ class HttpStatusReporter(StatusReporter):
         return session
 
     def _post(self, session: requests.Session, job_id: str, key: str, body: bytes) -> _Outcome:
-        request = self._template.copy()
+        # Each thread posts one request at a time, so it can reuse its own prepared request.
+        request: requests.PreparedRequest | None = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._template.copy()
         request.body = body
         request.headers["Content-Length"] = str(len(body))
         request.headers["Idempotency-Key"] = key

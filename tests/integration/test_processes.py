@@ -1,0 +1,42 @@
+"""`python-worker run` with several worker processes under one supervisor."""
+
+import os
+import signal
+import time
+
+from adapters.http.stand_in_api import StandInApi
+from tests.integration.worker_fixtures import Publish, StartWorker, settled, sum_job
+from tests.support.rabbitmq_node import Broker
+
+
+def child_pids(parent: int) -> list[int]:
+    with open(f"/proc/{parent}/task/{parent}/children") as handle:
+        return [int(pid) for pid in handle.read().split()]
+
+
+def test_runs_several_processes_restarts_a_crashed_one_and_drains_all_on_sigterm(
+    broker: Broker, api: StandInApi, start_worker: StartWorker, publish: Publish
+):
+    supervisor = start_worker(worker_processes=2, worker_id="vm1")
+    assert api.wait_for(
+        lambda: {"vm1-p0", "vm1-p1"} <= {h.body["workerId"] for h in api.heartbeats}, 60
+    )
+    job_ids = [f"job-{n}" for n in range(400)]
+    publish(("job.medium", sum_job(job_id)) for job_id in job_ids[:200])
+    assert api.wait_for(lambda: len(api.final_statuses()) >= 50, 60)
+
+    victim = child_pids(supervisor.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    assert supervisor.wait_for_log("restarting in", 30)
+    deadline = time.monotonic() + 60
+    while len(child_pids(supervisor.pid)) < 2 or victim in child_pids(supervisor.pid):
+        assert time.monotonic() < deadline, "the crashed process was not replaced"
+        time.sleep(0.1)
+    publish(("job.medium", sum_job(job_id)) for job_id in job_ids[200:])
+
+    assert api.wait_for(lambda: set(job_ids) <= set(api.final_statuses()), 120)
+    assert api.wait_for(lambda: settled(broker), 30)
+    workers = {s.body["workerId"] for s in api.statuses}
+    assert workers == {"vm1-p0", "vm1-p1"}
+    assert supervisor.terminate(timeout=60) == 0
+    assert "all worker processes stopped" in supervisor.log()
