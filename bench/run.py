@@ -58,6 +58,9 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, str | Non
     parser.add_argument("--priority-high", type=int, help="high jobs in the burst")
     parser.add_argument("--http-seconds", type=float, help="duration of each raw HTTP measurement")
     parser.add_argument("--capacity", type=int, help="WORKER_CAPACITY (and raw HTTP lanes)")
+    parser.add_argument(
+        "--processes", default="1", help="WORKER_PROCESSES of the worker under test (or auto)"
+    )
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run of seconds")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference worker")
     parser.add_argument("--no-priority", action="store_true", help="skip the priority scenario")
@@ -77,6 +80,8 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, str | Non
     values["priority"] = not args.no_priority
     if args.out is not None:
         values["out"] = args.out
+    # Read by scenarios.UnderTest when it starts the worker.
+    os.environ["BENCH_WORKER_PROCESSES"] = args.processes
     return dataclasses.replace(base, **values), args.amqp_url
 
 

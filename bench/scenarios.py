@@ -46,19 +46,44 @@ def worker_command(kind: str) -> list[str]:
     return [sys.executable, "-m", "bootstrap", "run"]
 
 
+def _tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (the worker's processes under WORKER_PROCESSES)."""
+    pids = [pid]
+    for parent in pids:
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        pids.extend(int(child) for child in children)
+    return pids
+
+
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process so far, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    # After the command name: state is field 3 of stat(5), utime 14, stime 15.
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    """utime + stime so far of a process, its live descendants and its reaped children."""
+    total = 0
+    for member in _tree(pid):
+        try:
+            stat = Path(f"/proc/{member}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        # After the command name: utime, stime, cutime, cstime are fields 14-17 of stat(5).
+        total += sum(int(value) for value in fields[11:15])
+    return total / _CLOCK_TICKS
 
 
 def peak_rss_mb(pid: int) -> float:
-    """VmHWM (peak resident set) of a running process, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Largest VmHWM (peak resident set) among the process and its descendants, in MiB."""
+    peak = 0.0
+    for member in _tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]) / 1024)
+    return peak
 
 
 class UnderTest:
@@ -78,6 +103,8 @@ class UnderTest:
             STATUS_UPDATE_URL=api.status_url,
             ORCHESTRATOR_URL=api.url,
             WORKER_CAPACITY=str(capacity),
+            # Set by `bench.run --processes`; the reference worker ignores it.
+            WORKER_PROCESSES=os.environ.get("BENCH_WORKER_PROCESSES", "1"),
             WORKER_ID=f"bench-{kind}",
             HEARTBEAT_INTERVAL="5",
             METRICS_LOG_INTERVAL="3600",
