@@ -98,7 +98,7 @@ class Settings(BaseSettings):
         30,
         ge=1,
         le=3600,
-        description="AMQP heartbeat timeout (s); a dead link is noticed within about twice this",
+        description="AMQP heartbeat (s); a silent dead link is noticed within 2 x (this + 5) s",
         examples=[30],
     )
     rabbitmq_tls: bool = Field(False, description="connect with TLS (amqps)", examples=["true"])

@@ -20,6 +20,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from domain import calculation, transformation, validation
 from domain.calculation import Aggregate, Number, number_problem
 from domain.errors import InvalidPayload, UnknownJobType
+from domain.jobs import json_kind
 from domain.limits import (
     DEFAULT_COUNT,
     MAX_COUNT,
@@ -355,13 +356,13 @@ def _describe(error: ErrorDetails, schema: type[_Payload]) -> str:
     if kind == "literal_error":
         return f"{path} must be {context['expected']}, not {_short(given)}"
     if kind == "int_type":
-        return f"{path} must be a whole number, not {_json_kind(given)}"
+        return f"{path} must be a whole number, not {json_kind(given)}"
     if kind == "string_type":
-        return f"{path} must be a string, not {_json_kind(given)}"
+        return f"{path} must be a string, not {json_kind(given)}"
     if kind == "dict_type":
-        return f"{path} must be a JSON object, not {_json_kind(given)}"
+        return f"{path} must be a JSON object, not {json_kind(given)}"
     if kind == "list_type":
-        return f"{path} must be a list, not {_json_kind(given)}"
+        return f"{path} must be a list, not {json_kind(given)}"
     message = error["msg"]
     if kind in _OUR_ERRORS:
         return f"{path}: {message}"
@@ -376,19 +377,3 @@ def _short(value: object) -> str:
     # Messages end up in status updates and logs; a huge bogus value must not swamp them.
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _json_kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return f"a {type(value).__name__}"

@@ -6,7 +6,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from domain.errors import InvalidMessage
-from domain.jobs import Job
+from domain.jobs import Job, json_kind
 
 MAX_MESSAGE_BYTES = 1_048_576
 """Largest message body accepted (1 MiB); a bigger one is dead-lettered unread."""
@@ -42,7 +42,7 @@ def parse_job(body: bytes) -> Job:
     except orjson.JSONDecodeError as exc:
         raise InvalidMessage(f"message body is not valid UTF-8 JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise InvalidMessage(f"message body is a JSON {_json_kind(data)}, not an object")
+        raise InvalidMessage(f"message body is {json_kind(data)}, not a JSON object")
     readable_id = _readable_id(data)
     try:
         envelope = JobEnvelope.model_validate(data)
@@ -68,8 +68,3 @@ def _readable_id(data: dict[str, Any]) -> str | None:
     if isinstance(value, str) and 0 < len(value) <= MAX_JOB_ID_LENGTH:
         return value
     return None
-
-
-def _json_kind(value: object) -> str:
-    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else kinds.get(type(value), type(value).__name__)

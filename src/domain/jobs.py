@@ -45,6 +45,23 @@ class JobStatus(Enum):
         return self is not JobStatus.RUNNING
 
 
+def json_kind(value: object) -> str:
+    """What kind of JSON value this is, for an error message: "a list", "null"..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
 @dataclass(frozen=True)
 class Job:
     """One unit of work: `type` picks the handler, `payload` is its input."""

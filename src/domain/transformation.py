@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeAlias, cast
 
 from domain.errors import InvalidPayload
+from domain.jobs import json_kind
 from domain.limits import (
     MAX_DEPTH,
     MAX_FIELD_LENGTH,
@@ -23,7 +24,7 @@ JsonObject: TypeAlias = "dict[str, JsonValue]"
 def check_data(data: object) -> JsonObject:
     """`data` itself, once known to be a JSON object within the depth, size and string limits."""
     if not isinstance(data, dict):
-        raise InvalidPayload(f"data must be a JSON object, not {_kind(data)}")
+        raise InvalidPayload(f"data must be a JSON object, not {json_kind(data)}")
     nodes = 0
     # An explicit stack rather than recursion: the limits are checked before anything recurses.
     pending: list[tuple[object, int, str]] = [(data, 1, "data")]
@@ -36,7 +37,9 @@ def check_data(data: object) -> JsonObject:
             _check_depth(depth, path)
             for key, item in value.items():
                 if not isinstance(key, str):
-                    raise InvalidPayload(f"{path}: object keys must be strings, not {_kind(key)}")
+                    raise InvalidPayload(
+                        f"{path}: object keys must be strings, not {json_kind(key)}"
+                    )
                 pending.append((item, depth + 1, f"{path}.{key}"))
         elif isinstance(value, list):
             _check_depth(depth, path)
@@ -49,7 +52,7 @@ def check_data(data: object) -> JsonObject:
         elif isinstance(value, float) and not math.isfinite(value):
             raise InvalidPayload(f"{path}: {value} is not a JSON number")
         elif value is not None and not isinstance(value, bool | int | float):
-            raise InvalidPayload(f"{path}: {_kind(value)} is not a JSON value")
+            raise InvalidPayload(f"{path}: {json_kind(value)} is not a JSON value")
     return cast(JsonObject, data)
 
 
@@ -187,7 +190,7 @@ def _path_tree(name: str, paths: Sequence[str]) -> _PathTree:
     tree: _PathTree = {}
     for index, path in enumerate(paths):
         if not isinstance(path, str):
-            raise InvalidPayload(f"{name}[{index}] must be a string, not {_kind(path)}")
+            raise InvalidPayload(f"{name}[{index}] must be a string, not {json_kind(path)}")
         if len(path) > MAX_FIELD_LENGTH:
             raise InvalidPayload(
                 f"{name}[{index}] has {len(path)} characters; the limit is {MAX_FIELD_LENGTH}"
@@ -210,13 +213,3 @@ def _path_tree(name: str, paths: Sequence[str]) -> _PathTree:
 def _check_depth(depth: int, path: str) -> None:
     if depth > MAX_DEPTH:
         raise InvalidPayload(f"{path} is nested {depth} levels deep; the limit is {MAX_DEPTH}")
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return f"a {type(value).__name__}"

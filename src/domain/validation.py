@@ -11,6 +11,7 @@ import re2
 
 from domain.calculation import Number, number_problem
 from domain.errors import InvalidPayload
+from domain.jobs import json_kind
 from domain.limits import MAX_PATTERN_LENGTH, MAX_SAFE_INTEGER, MAX_STRING_LENGTH
 
 
@@ -111,7 +112,7 @@ def validate_length(
     elif isinstance(value, list):
         length, unit = len(value), "items"
     else:
-        return Verdict(valid=False, reason=f"{_kind(value)} has no length")
+        return Verdict(valid=False, reason=f"{json_kind(value)} has no length")
     if minimum is not None and length < minimum:
         return Verdict(valid=False, reason=f"{length} {unit}, fewer than the minimum {minimum}")
     if maximum is not None and length > maximum:
@@ -133,7 +134,7 @@ def validate_regex(value: object, pattern: str) -> Verdict:
 def compile_pattern(pattern: str) -> Any:
     """`pattern` compiled by RE2; a pattern too long or not valid RE2 syntax is a bad payload."""
     if not isinstance(pattern, str):
-        raise InvalidPayload(f"pattern must be a string, not {_kind(pattern)}")
+        raise InvalidPayload(f"pattern must be a string, not {json_kind(pattern)}")
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise InvalidPayload(
             f"pattern has {len(pattern)} characters; the limit is {MAX_PATTERN_LENGTH}"
@@ -231,26 +232,12 @@ def _finite_number(number: Number) -> Verdict:
 
 
 def _not_a_string(value: object) -> Verdict:
-    return Verdict(valid=False, reason=f"{_kind(value)} is not a string")
+    return Verdict(valid=False, reason=f"{json_kind(value)} is not a string")
 
 
 def _preview(text: str) -> str:
     # Reasons go into status updates; a 100,000-character value would swamp them.
     return repr(text) if len(text) <= 40 else repr(text[:37] + "...")
-
-
-def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, str):
-        return "a string"
-    return f"a {type(value).__name__}"
 
 
 def _re2_message(exc: Exception) -> str:

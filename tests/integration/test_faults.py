@@ -36,7 +36,7 @@ def ledger(broker: Broker, api: StandInApi) -> Iterator[Ledger]:
 def publish_bad_messages(ledger: Ledger) -> None:
     """A few messages that must end in job.dead-letter, with and without a readable id."""
     ledger.publish_bad("job.high", b"{not json", "not valid UTF-8 JSON")
-    ledger.publish_bad("job.medium", b'["an", "array"]', "JSON array, not an object")
+    ledger.publish_bad("job.medium", b'["an", "array"]', "a list, not a JSON object")
     ledger.publish_failing("job.low", {"id": "bad-type", "type": "teleport"}, "unknown job type")
     ledger.publish_failing(
         "job.medium",

@@ -114,8 +114,8 @@ BAD: dict[str, tuple[str, bytes | dict[str, Any], str, str | None]] = {
         "UTF-8",
         None,
     ),
-    "a JSON array": ("job.low", b"[1, 2, 3]", "is a JSON array, not an object", None),
-    "a JSON string": ("job.low", b'"please run me"', "is a JSON string, not an object", None),
+    "a JSON array": ("job.low", b"[1, 2, 3]", "is a list, not a JSON object", None),
+    "a JSON string": ("job.low", b'"please run me"', "is a string, not a JSON object", None),
     "no id": ("job.high", {"type": "sum"}, "id: is required", None),
     "no type": ("job.medium", {"id": "h-no-type"}, "type: is required", "h-no-type"),
     "unknown type": (

@@ -113,7 +113,7 @@ def test_process_handles_every_line_of_a_mixed_file_and_exits_0(tmp_path):
     }
     assert all(finals[job]["errorMessage"] for job in ("no-type", "unknown", "bad-payload"))
     assert "dead-lettered line 2: message body is not valid UTF-8 JSON" in result.stderr
-    assert "dead-lettered line 4: message body is a JSON array, not an object" in result.stderr
+    assert "dead-lettered line 4: message body is a list, not a JSON object" in result.stderr
     assert "handled 6 job(s): 1 completed, 5 failed (5 dead-lettered)" in result.stderr
 
 

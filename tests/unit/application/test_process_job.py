@@ -75,8 +75,8 @@ def test_dead_letters_without_status_when_body_is_not_json(source, reporter):
     ("body", "reason_part"),
     [
         (b"\xff\xfe", "not valid UTF-8 JSON"),
-        (b"[1, 2]", "JSON array, not an object"),
-        (b'"job"', "JSON string, not an object"),
+        (b"[1, 2]", "a list, not a JSON object"),
+        (b'"job"', "a string, not a JSON object"),
         (b'{"type": "sum"}', "id: is required"),
         (b'{"id": 7, "type": "sum"}', "id: Input should be a valid string"),
         (b'{"id": "x"}', "type: is required"),
