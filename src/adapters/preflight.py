@@ -34,11 +34,10 @@ import requests
 
 from adapters.http.outbox import OUTBOX_FILENAME
 from adapters.rabbitmq.connection import (
-    DEAD_LETTER_QUEUE,
     EXCHANGE,
     JOB_QUEUES,
     BrokerConfig,
-    queue_arguments,
+    wanted_queues,
 )
 
 ACCESS_REFUSED = 403
@@ -239,12 +238,7 @@ def _topology_checks(
         else:
             yield _refused(f"declare exchange {EXCHANGE}", exc, fix_permissions)
 
-    quorum = config.queue_type == "quorum"
-    wanted: list[tuple[str, dict[str, Any]]] = [
-        (DEAD_LETTER_QUEUE, {"x-queue-type": "quorum"} if quorum else {})
-    ]
-    wanted += [(queue, queue_arguments(config)) for queue in JOB_QUEUES]
-    for queue, arguments in wanted:
+    for queue, arguments in wanted_queues(config):
         result, channel = _queue_check(connection, channel, queue, arguments, config)
         yield result
 
@@ -253,7 +247,7 @@ def _topology_checks(
     for queue in JOB_QUEUES:
         try:
             waiting = channel.queue_declare(queue, passive=True).method.message_count
-            if quorum and waiting:
+            if config.queue_type == "quorum" and waiting:
                 # A message handed back by a quorum queue counts as a delivery attempt.
                 not_probed.append(f"{queue} ({waiting} waiting)")
                 continue

@@ -112,6 +112,14 @@ def queue_arguments(config: BrokerConfig) -> dict[str, Any]:
     return arguments
 
 
+def wanted_queues(config: BrokerConfig) -> list[tuple[str, dict[str, Any]]]:
+    """Every queue the worker declares, with its arguments, dead-letter queue first."""
+    dead_letter_arguments = {"x-queue-type": "quorum"} if config.queue_type == "quorum" else {}
+    return [(DEAD_LETTER_QUEUE, dead_letter_arguments)] + [
+        (queue, queue_arguments(config)) for queue in JOB_QUEUES
+    ]
+
+
 def declare_topology(connection: pika.BlockingConnection, config: BrokerConfig) -> None:
     """Declare exchange, job queues and dead-letter queue; idempotent.
 
@@ -121,11 +129,7 @@ def declare_topology(connection: pika.BlockingConnection, config: BrokerConfig) 
     """
     channel = connection.channel()
     channel.exchange_declare(EXCHANGE, exchange_type="direct", durable=True)
-    quorum = config.queue_type == "quorum"
-    dead_letter_arguments = {"x-queue-type": "quorum"} if quorum else {}
-    wanted = [(DEAD_LETTER_QUEUE, dead_letter_arguments)]
-    wanted += [(queue, queue_arguments(config)) for queue in JOB_QUEUES]
-    for queue, arguments in wanted:
+    for queue, arguments in wanted_queues(config):
         try:
             channel.queue_declare(queue, durable=True, arguments=arguments)
         except pika.exceptions.ChannelClosedByBroker as exc:
