@@ -42,6 +42,11 @@ class Delivery:
     def queue(self) -> str:
         return self.priority.queue
 
+    @property
+    def is_redelivery(self) -> bool:
+        """The broker handed this message out before (to us or another worker)."""
+        return self.redelivered or self.attempt > 1
+
 
 class SourceUnavailable(Exception):
     """Raised when a message source cannot reach its broker right now (it keeps trying)."""

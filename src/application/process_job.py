@@ -84,7 +84,7 @@ class JobProcessor:
             error = str(UnknownJobType.naming(job.type, JOB_TYPES))
             self._reject_message(delivery, InvalidMessage(error, job_id=job.id), started)
             return
-        if (delivery.redelivered or delivery.attempt > 1) and self._rereport(job, delivery):
+        if delivery.is_redelivery and self._rereport(job, delivery):
             return
         give_up = self._poison_verdict(job, delivery)
         if give_up is not None:
@@ -114,7 +114,7 @@ class JobProcessor:
         path costs no write. The broker's delivery count is the backstop, at twice the limit,
         for a job that crashes workers on several hosts in turn or whose host lost its state.
         """
-        if delivery.attempt == 1 and not delivery.redelivered:
+        if not delivery.is_redelivery:
             return None
         starts = self._memory.record_start(job.id) + 1
         limit = self._max_attempts
