@@ -283,6 +283,9 @@ _TABLE = (
     ("priority", "high_latency_running_ms_p95", "high publish->running p95 ms", "{:.1f}"),
     ("priority", "high_latency_running_ms_max", "high publish->running max ms", "{:.1f}"),
     ("priority", "high_latency_final_ms_p95", "high publish->final p95 ms", "{:.1f}"),
+    ("priority", "single_high_start_ms_p50", "single high job publish->start p50 ms", "{:.1f}"),
+    ("priority", "single_high_start_ms_p95", "single high job publish->start p95 ms", "{:.1f}"),
+    ("priority", "single_high_start_ms_max", "single high job publish->start max ms", "{:.1f}"),
 )
 
 

@@ -27,6 +27,8 @@ from bootstrap import load_settings
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _ALL_QUEUES = (*JOB_QUEUES, DEAD_LETTER_QUEUE)
 _FINAL = ("completed", "failed")
+TRICKLE_JOBS = 50
+TRICKLE_GAP_SECONDS = 0.02
 
 
 def sum_job(job_id: str) -> bytes:
@@ -321,6 +323,7 @@ def run_priority(
     api.clear()
     low_ids = [f"r{round_no}-low-{n:06d}" for n in range(low_jobs)]
     high_ids = [f"r{round_no}-high-{n:05d}" for n in range(high_jobs)]
+    trickle_ids = [f"r{round_no}-single-{n:03d}" for n in range(TRICKLE_JOBS)]
     publish_jobs(broker, "job.low", low_ids)
 
     proc = UnderTest("worker", broker, api, work_dir, capacity)
@@ -335,6 +338,15 @@ def run_priority(
             for job_id in high_ids:
                 published[job_id] = time.time()
                 channel.basic_publish(EXCHANGE, "job.high", sum_job(job_id), properties=properties)
+            # Then single high jobs, one at a time, while the low backlog is still there: how
+            # long one urgent job waits behind it (the burst above measures its own queueing).
+            _wait_until_started(api, set(high_ids), 120)
+            for job_id in trickle_ids:
+                published[job_id] = time.time()
+                channel.basic_publish(EXCHANGE, "job.high", sum_job(job_id), properties=properties)
+                time.sleep(TRICKLE_GAP_SECONDS)
+        high_ids += trickle_ids
+        high_jobs += len(trickle_ids)
         total = 2 * (low_jobs + high_jobs)
         _wait_for_statuses(api, proc, total, max(60.0, total / 100), progress)
         leftovers = wait_settled(broker, 30)
@@ -357,19 +369,22 @@ def run_priority(
     if len(high_running) < high_jobs:
         return result | {"guarantees_ok": False}
     first_published = min(published.values())
-    last_high_start = max(a.at for a in high_running.values())
-    last_high_stamp = max(a.timestamp for a in high_running.values())
+    burst = set(high_ids) - set(trickle_ids)
+    last_high_stamp = max(a.timestamp for a in high_running.values() if a.job_id in burst)
     first_published_stamp = _iso(first_published)
     # Started = its `running` status: by arrival at the stand-in (primary), and by the
     # worker's own timestamp in that status (millisecond resolution) as a cross-check.
+    last_burst_start = max(a.at for a in high_running.values() if a.job_id in burst)
     inversions = sum(
-        1 for a in running if a.job_id not in high and first_published < a.at < last_high_start
+        1 for a in running if a.job_id not in high and first_published < a.at < last_burst_start
     )
     inversions_by_stamp = sum(
         1
         for a in running
         if a.job_id not in high and first_published_stamp < a.timestamp < last_high_stamp
     )
+    trickle_waits = [(_epoch(high_running[i].timestamp) - published[i]) * 1000 for i in trickle_ids]
+    high_ids = [i for i in high_ids if i in burst]
     to_running = [(high_running[i].at - published[i]) * 1000 for i in high_ids]
     to_final = [(high_final[i].at - published[i]) * 1000 for i in high_ids if i in high_final]
     result.update(
@@ -382,11 +397,27 @@ def run_priority(
         high_latency_final_ms_p50=statistics.median(to_final) if to_final else None,
         high_latency_final_ms_p95=_percentile(to_final, 0.95),
         high_latency_final_ms_max=max(to_final) if to_final else None,
+        single_high_start_ms_p50=statistics.median(trickle_waits) if trickle_waits else None,
+        single_high_start_ms_p95=_percentile(trickle_waits, 0.95),
+        single_high_start_ms_max=max(trickle_waits) if trickle_waits else None,
         low_done_before_burst=sum(
             1 for a in arrivals if a.status in _FINAL and a.at < first_published
         ),
     )
     return result
+
+
+def _wait_until_started(api: StandInProcess, job_ids: set[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        started = {a.job_id for a in api.arrivals() if a.status == "running"}
+        if job_ids <= started:
+            return
+        time.sleep(0.2)
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _iso(epoch: float) -> str:
