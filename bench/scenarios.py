@@ -270,12 +270,8 @@ def run_throughput(
         _wait_for_statuses(api, proc, 2 * jobs, max(60.0, jobs / 50), progress)
         cpu_end = cpu_seconds(proc.pid)
         rss = peak_rss_mb(proc.pid)
-        leftovers = wait_settled(broker, 30)
     finally:
-        exit_status = proc.stop()
-    # After the process has gone, anything it left unacked is back to ready: check once more.
-    leftovers = leftovers or wait_settled(broker, 0)
-    arrivals = api.arrivals()
+        exit_status, leftovers, arrivals = _stop_and_collect(proc, broker, api)
     result: dict[str, Any] = {
         "jobs": jobs,
         "capacity": capacity,
@@ -335,62 +331,61 @@ def run_priority(
         properties = pika.BasicProperties(delivery_mode=2, content_type="application/json")
         with broker.connect() as connection:
             channel = connection.channel()
-            for job_id in high_ids:
+
+            def send_high(job_id: str) -> None:
                 published[job_id] = time.time()
                 channel.basic_publish(EXCHANGE, "job.high", sum_job(job_id), properties=properties)
+
+            for job_id in high_ids:
+                send_high(job_id)
+            burst_published = time.time()
             # Then single high jobs, one at a time, while the low backlog is still there: how
             # long one urgent job waits behind it (the burst above measures its own queueing).
             _wait_until_started(api, set(high_ids), 120)
             for job_id in trickle_ids:
-                published[job_id] = time.time()
-                channel.basic_publish(EXCHANGE, "job.high", sum_job(job_id), properties=properties)
+                send_high(job_id)
                 time.sleep(TRICKLE_GAP_SECONDS)
-        high_ids += trickle_ids
-        high_jobs += len(trickle_ids)
-        total = 2 * (low_jobs + high_jobs)
+        total = 2 * (low_jobs + high_jobs + len(trickle_ids))
         _wait_for_statuses(api, proc, total, max(60.0, total / 100), progress)
-        leftovers = wait_settled(broker, 30)
     finally:
-        exit_status = proc.stop()
-    leftovers = leftovers or wait_settled(broker, 0)
-    arrivals = api.arrivals()
+        exit_status, leftovers, arrivals = _stop_and_collect(proc, broker, api)
     result: dict[str, Any] = {
         "low_jobs": low_jobs,
         "high_jobs": high_jobs,
+        "single_high_jobs": len(trickle_ids),
         "capacity": capacity,
         "exit_status": exit_status,
         "timed_out": progress.timed_out,
     }
-    result.update(check_guarantees(arrivals, low_ids + high_ids, leftovers))
-    high = set(high_ids)
+    result.update(check_guarantees(arrivals, low_ids + high_ids + trickle_ids, leftovers))
+    high = set(high_ids) | set(trickle_ids)
     running = [a for a in arrivals if a.status == "running"]
     high_running = {a.job_id: a for a in running if a.job_id in high}
     high_final = {a.job_id: a for a in arrivals if a.job_id in high and a.status in _FINAL}
-    if len(high_running) < high_jobs:
+    if len(high_running) < len(high):
         return result | {"guarantees_ok": False}
     first_published = min(published.values())
-    burst = set(high_ids) - set(trickle_ids)
-    last_high_stamp = max(a.timestamp for a in high_running.values() if a.job_id in burst)
+    burst_running = [high_running[i] for i in high_ids]
     first_published_stamp = _iso(first_published)
+    last_burst_stamp = max(a.timestamp for a in burst_running)
     # Started = its `running` status: by arrival at the stand-in (primary), and by the
     # worker's own timestamp in that status (millisecond resolution) as a cross-check.
-    last_burst_start = max(a.at for a in high_running.values() if a.job_id in burst)
+    last_burst_start = max(a.at for a in burst_running)
     inversions = sum(
         1 for a in running if a.job_id not in high and first_published < a.at < last_burst_start
     )
     inversions_by_stamp = sum(
         1
         for a in running
-        if a.job_id not in high and first_published_stamp < a.timestamp < last_high_stamp
+        if a.job_id not in high and first_published_stamp < a.timestamp < last_burst_stamp
     )
     trickle_waits = [(_epoch(high_running[i].timestamp) - published[i]) * 1000 for i in trickle_ids]
-    high_ids = [i for i in high_ids if i in burst]
     to_running = [(high_running[i].at - published[i]) * 1000 for i in high_ids]
     to_final = [(high_final[i].at - published[i]) * 1000 for i in high_ids if i in high_final]
     result.update(
         priority_inversions=inversions,
         priority_inversions_by_worker_timestamp=inversions_by_stamp,
-        high_burst_publish_ms=(max(published.values()) - first_published) * 1000,
+        high_burst_publish_ms=(burst_published - first_published) * 1000,
         high_latency_running_ms_p50=statistics.median(to_running),
         high_latency_running_ms_p95=_percentile(to_running, 0.95),
         high_latency_running_ms_max=max(to_running),
@@ -405,6 +400,17 @@ def run_priority(
         ),
     )
     return result
+
+
+def _stop_and_collect(
+    proc: UnderTest, broker: Broker, api: StandInProcess
+) -> tuple[int | None, dict[str, list[int]], list[Arrival]]:
+    """Let the queues settle, stop the process, then take what is left and what arrived."""
+    leftovers = wait_settled(broker, 30)
+    exit_status = proc.stop()
+    # After the process has gone, anything it left unacked is back to ready: check once more.
+    leftovers = leftovers or wait_settled(broker, 0)
+    return exit_status, leftovers, api.arrivals()
 
 
 def _wait_until_started(api: StandInProcess, job_ids: set[str], timeout: float) -> None:
