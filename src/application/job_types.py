@@ -17,6 +17,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from application.messages import more_problems
 from domain import calculation, transformation, validation
 from domain.calculation import Aggregate, Number, number_problem
 from domain.errors import InvalidPayload, UnknownJobType
@@ -328,11 +329,7 @@ def _parse(schema: type[_Payload], payload: Mapping[str, Any]) -> _Payload:
         return schema.model_validate(dict(payload))
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        message = _describe(errors[0], schema)
-        if len(errors) > 1:
-            more = len(errors) - 1
-            message += f" (and {more} more problem{'s' if more > 1 else ''})"
-        raise InvalidPayload(message) from exc
+        raise InvalidPayload(_describe(errors[0], schema) + more_problems(len(errors))) from exc
 
 
 def _describe(error: ErrorDetails, schema: type[_Payload]) -> str:

@@ -51,16 +51,21 @@ def parse_job(body: bytes) -> Job:
     return Job(id=envelope.id, type=envelope.type, payload=envelope.payload)
 
 
-def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+def describe_validation_error(exc: ValidationError) -> str:
     """The first problem of a pydantic error as one line: `field: what is wrong`."""
     first = exc.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "")
+    where = ".".join(str(part) for part in first["loc"])
     message = first["msg"]
     if first["type"] == "missing":
         message = "is required"
-    count = exc.error_count()
-    more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
-    return f"{where or 'message'}: {message}{more}"
+    return f"{where or 'message'}: {message}{more_problems(exc.error_count())}"
+
+
+def more_problems(count: int) -> str:
+    """The suffix saying how many problems a one-line message leaves out of `count`."""
+    if count < 2:
+        return ""
+    return f" (and {count - 1} more problem{'s' if count > 2 else ''})"
 
 
 def _readable_id(data: dict[str, Any]) -> str | None:

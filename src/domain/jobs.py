@@ -7,15 +7,11 @@ from typing import Any
 
 
 class Priority(Enum):
-    """A queue tier; lower `rank` is served first."""
+    """A queue tier; tiers are declared in the order they are served."""
 
     HIGH = "high"
     MEDIUM = "medium"
     LOW = "low"
-
-    @property
-    def rank(self) -> int:
-        return _RANKS[self]
 
     @property
     def queue(self) -> str:
@@ -27,10 +23,8 @@ class Priority(Enum):
 
     @classmethod
     def by_rank(cls) -> "list[Priority]":
-        return [cls.HIGH, cls.MEDIUM, cls.LOW]
-
-
-_RANKS = {Priority.HIGH: 0, Priority.MEDIUM: 1, Priority.LOW: 2}
+        """Highest tier first (an Enum iterates in declaration order)."""
+        return list(cls)
 
 
 class JobStatus(Enum):

@@ -5,6 +5,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.sqlite_store import LocalStateUnavailable, open_database
+
 OUTBOX_FILENAME = "status-outbox.sqlite3"
 
 
@@ -48,14 +50,9 @@ class Outbox:
         self.max_items = max_items
         self._lock = threading.Lock()
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=10.0
-            )
-            # WAL lets a commit be one sequential append; FULL fsyncs each commit so a stored
-            # status survives a power cut too (the job's message is acked right after).
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            # FULL fsyncs each commit, so a stored status survives a power cut too (the job's
+            # message is acked right after).
+            self._db = open_database(self.directory, OUTBOX_FILENAME, synchronous)
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS outbox ("
                 " seq INTEGER PRIMARY KEY,"
@@ -66,7 +63,9 @@ class Outbox:
             # Counting rows is a full scan in SQLite; the count is asked for on every update,
             # so keep it in memory (this connection is the only writer).
             self._count: int = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-        except (OSError, sqlite3.Error) as exc:
+        except LocalStateUnavailable as exc:
+            raise OutboxUnavailable(f"status outbox {exc}") from exc
+        except sqlite3.Error as exc:
             raise OutboxUnavailable(
                 f"status outbox directory {self.directory} is not writable: {exc}"
             ) from exc

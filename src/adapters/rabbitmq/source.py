@@ -385,15 +385,20 @@ class RabbitMQSource(MessageSource):
             channel.basic_cancel(tag)
         self._consumer_tags = []
         with self._ready:
-            unstarted = [d for buffer in self._buffers.values() for d in buffer]
-            for buffer in self._buffers.values():
-                buffer.clear()
+            unstarted = self._take_buffered()
         for delivery in unstarted:
             channel.basic_reject(delivery.handle.delivery_tag, requeue=True)
             self._outstanding.pop(delivery.handle.delivery_tag, None)
         self._left_window([delivery.priority for delivery in unstarted])
         if unstarted:
             log.info("handed %d unstarted job(s) back to the broker", len(unstarted))
+
+    def _take_buffered(self) -> list[Delivery]:
+        """Empty the tier buffers (caller holds `_ready`); returns what they held."""
+        taken = [delivery for buffer in self._buffers.values() for delivery in buffer]
+        for buffer in self._buffers.values():
+            buffer.clear()
+        return taken
 
     def _left_window(self, priorities: list[Priority]) -> None:
         with self._ready:
@@ -415,9 +420,7 @@ class RabbitMQSource(MessageSource):
         self._connected.clear()
         with self._ready:
             self._generation += 1
-            dropped = sum(len(buffer) for buffer in self._buffers.values())
-            for buffer in self._buffers.values():
-                buffer.clear()
+            dropped = len(self._take_buffered())
             self._in_window = dict.fromkeys(Priority, 0)
             self._outstanding.clear()
             self._ready.notify_all()
