@@ -1,12 +1,11 @@
-"""Helpers shared by the HTTP adapter tests: updates to report, polling and callback counting."""
+"""Helpers shared by the HTTP adapter tests: updates to report and callback counting."""
 
 import threading
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from application.ports import StatusUpdate
 from domain.jobs import JobStatus
+from tests.support.waiting import wait_until
 
 CANARY_TOKEN = "canary-7f3a9c1e-do-not-log"
 
@@ -21,16 +20,6 @@ def update(job_id: str, status: JobStatus = JobStatus.RUNNING, **fields: object)
     }
     values.update(fields)
     return StatusUpdate(**values)  # type: ignore[arg-type]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Poll `predicate` until it holds; generous by default because the machine is shared."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 class Handled:

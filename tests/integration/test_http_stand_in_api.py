@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from adapters.http.stand_in_api import StandInApi
-from tests.integration.http_fixtures import wait_until
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from adapters.http.outbox import Outbox
 from adapters.http.stand_in_api import StandInApi
 from adapters.http.status_reporter import HttpStatusReporter
 from domain.jobs import JobStatus
-from tests.integration.http_fixtures import CANARY_TOKEN, Handled, update, wait_until
+from tests.integration.http_fixtures import CANARY_TOKEN, Handled, update
+from tests.support.waiting import wait_until
 
 RUNNING, COMPLETED, FAILED = JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED
 

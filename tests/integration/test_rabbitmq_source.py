@@ -1,7 +1,6 @@
 """RabbitMQ-specific behaviour of the source: topology quirks, cancels, reconnects, node lists."""
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 
 import pika
@@ -11,15 +10,7 @@ from adapters.rabbitmq.connection import EXCHANGE, BrokerConfig
 from adapters.rabbitmq.source import RabbitMQSource
 from application.ports import Delivery, Settlement
 from tests.support.rabbitmq_node import Broker, RabbitMQNode
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+from tests.support.waiting import wait_until
 
 
 def publish(broker: Broker, queue: str, body: bytes) -> None:
@@ -92,14 +83,14 @@ def test_drops_an_ack_meant_for_a_lost_connection_and_gets_the_message_again(
     first = receive(source)
 
     controllable_node.close_all_connections("test: connection lost mid-job")
-    assert wait_for(lambda: source.status().reconnects == 1 and source.status().connected)
+    assert wait_until(lambda: source.status().reconnects == 1 and source.status().connected)
     source.settle(first, Settlement.ACK)  # meant for the dead channel: must not be sent
     again = receive(source)
     source.settle(again, Settlement.ACK)
 
     assert again.body == b"ack me"
     assert again.attempt == 2
-    assert wait_for(lambda: controllable_node.queue_counts("job.medium").messages_ready == 0)
+    assert wait_until(lambda: controllable_node.queue_counts("job.medium").messages_ready == 0)
     assert source.status().connected  # a stray ack would have closed the channel
     assert source.status().reconnects == 1
 
@@ -110,7 +101,7 @@ def test_resumes_consuming_when_the_broker_cancels_the_consumer(broker: Broker, 
     connection.channel().queue_delete("job.low")  # the broker sends basic.cancel
     connection.close()
 
-    assert wait_for(lambda: source.status().reconnects >= 1 and source.status().connected)
+    assert wait_until(lambda: source.status().reconnects >= 1 and source.status().connected)
     publish(broker, "job.low", b"after the cancel")
 
     assert receive(source).body == b"after the cancel"

@@ -1,7 +1,6 @@
 """The MessageSource contract, held against the in-memory and the RabbitMQ source alike."""
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Protocol
 
 import pika
@@ -12,14 +11,7 @@ from adapters.rabbitmq.connection import EXCHANGE, BrokerConfig
 from adapters.rabbitmq.source import RabbitMQSource
 from application.ports import Delivery, MessageSource, Settlement
 from domain.jobs import Priority
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
+from tests.support.waiting import wait_until
 
 
 class SourceHarness(Protocol):
@@ -39,7 +31,6 @@ class SourceHarness(Protocol):
 class MemoryHarness:
     def __init__(self) -> None:
         self.source: MessageSource = InMemorySource()
-        self._memory = self.source
 
     def publish(self, queue: str, body: bytes) -> None:
         assert isinstance(self.source, InMemorySource)
@@ -83,7 +74,7 @@ class RabbitMQHarness:
     def start(self, expected: int) -> None:
         source = RabbitMQSource(self._config, prefetch=50)
         self.source = source
-        wait_for(lambda: sum(source.buffered().values()) >= expected)
+        assert wait_until(lambda: sum(source.buffered().values()) >= expected, timeout=20)
 
     def dead_letters(self) -> list[bytes]:
         bodies = []
@@ -162,7 +153,7 @@ def test_acknowledged_message_is_gone(harness: SourceHarness):
 
     harness.source.settle(receive(harness.source), Settlement.ACK)
 
-    wait_for(lambda: harness.remaining() == 0)
+    assert wait_until(lambda: harness.remaining() == 0, timeout=20)
     assert harness.dead_letters() == []
 
 
@@ -172,7 +163,7 @@ def test_dead_lettered_message_lands_in_dead_letter_queue(harness: SourceHarness
 
     harness.source.settle(receive(harness.source), Settlement.DEAD_LETTER, "bad job")
 
-    wait_for(lambda: harness.remaining() == 0)
+    assert wait_until(lambda: harness.remaining() == 0, timeout=20)
     assert harness.dead_letters() == [b"poison"]
 
 
@@ -211,4 +202,4 @@ def test_receives_nothing_after_stop_receiving_and_hands_back_unstarted(harness:
 
     assert harness.source.receive(timeout=0.2) is None
     harness.source.settle(started, Settlement.ACK)
-    wait_for(lambda: harness.remaining() == 3)
+    assert wait_until(lambda: harness.remaining() == 3, timeout=20)

@@ -260,22 +260,8 @@ def test_gives_up_when_the_broker_delivered_a_job_more_than_twice_the_limit(sour
 def test_re_reports_and_acks_without_running_when_a_finished_job_is_redelivered():
     source = AckLosingSource()
     reporter = DeferredStatusReporter()
-    memory = InMemoryJobMemory()
     calls: list[str] = []
-
-    def counting_runner(job_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        calls.append(job_type)
-        return {"operation": "sum", "value": 1, "count": 1}
-
-    processor = JobProcessor(
-        source=source,
-        reporter=reporter,
-        identity=WorkerIdentity("worker-1"),
-        clock=FakeClock(),
-        stats=WorkerStats(),
-        memory=memory,
-        runner=counting_runner,
-    )
+    processor = counting_processor(source, reporter, InMemoryJobMemory(), calls)
     first = deliver(source, {"id": "done-once", "type": "sum", "payload": {"numbers": [1]}})
     processor.process(first)
     source.losing_acks = True
