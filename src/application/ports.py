@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Any
+from urllib.parse import quote
 
 from domain.jobs import JobStatus, Priority
 
@@ -99,6 +100,10 @@ class SourceStatus:
     reconnects: int = 0
 
 
+_KEY_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
+"""What a job id keeps as-is in an idempotency key: printable ASCII but space and `%`."""
+
+
 @dataclass(frozen=True)
 class StatusUpdate:
     """One status change of one job, as posted to the status API."""
@@ -118,7 +123,13 @@ class StatusUpdate:
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.job_id}:{self.status.value}:{self.attempt}"
+        """`<jobId>:<status>:<attempt>`; the id percent-encoded (UTF-8) beyond printable ASCII.
+
+        It travels in an HTTP header, which holds Latin-1 text without line breaks, while a job
+        id may hold any character: encoded, every id gives a sendable key, and distinct ids
+        distinct keys. An id of printable ASCII without `%` (the usual kind) stays as it is.
+        """
+        return f"{quote(self.job_id, safe=_KEY_SAFE)}:{self.status.value}:{self.attempt}"
 
     def to_json(self) -> dict[str, Any]:
         """The SPEC §6 body: camelCase, optional fields only where they apply."""

@@ -293,6 +293,23 @@ def test_an_output_18_times_its_input_completes_and_its_status_arrives(hostile: 
     hostile.good_job_completes_promptly()
 
 
+def test_a_job_id_no_http_header_could_carry_completes_with_its_key_percent_encoded(
+    hostile: Hostile,
+) -> None:
+    job_id = "h-€uro\r\nX-Injected: 1 100%"
+    job = {"id": job_id, "type": "sum", "payload": {"numbers": [1, 2]}}
+    assert hostile.ledger.publish_job("job.high", job)
+
+    final = hostile.ledger.wait_for_final(job_id, PROMPTLY)
+
+    assert final is not None and final.status == "completed"
+    keys = [s.idempotency_key for s in hostile.api.statuses_for(job_id)]
+    encoded = "h-%E2%82%ACuro%0D%0AX-Injected:%201%20100%25"
+    assert keys == [f"{encoded}:running:1", f"{encoded}:completed:1"]
+    assert all(s.headers.get("x-injected") is None for s in hostile.api.statuses_for(job_id))
+    hostile.good_job_completes_promptly()
+
+
 def test_afterwards_the_ledger_holds_memory_stayed_bounded_and_heartbeats_kept_coming(
     hostile: Hostile,
 ) -> None:

@@ -34,6 +34,7 @@ import itertools
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,8 @@ from adapters.rabbitmq.connection import (
 from tests.support.rabbitmq_node import Broker
 
 FINAL = ("completed", "failed")
+# README: the job id in an Idempotency-Key is percent-encoded beyond printable ASCII, space, `%`.
+_KEY_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
 _EXAMPLES = 8  # per kind of problem in a report
 
 
@@ -433,7 +436,8 @@ class Ledger:
                 )
                 continue
             body = status.body
-            wanted = f"{body.get('jobId')}:{body.get('status')}:{body.get('attempt')}"
+            job_id = urllib.parse.quote(str(body.get("jobId")), safe=_KEY_SAFE)
+            wanted = f"{job_id}:{body.get('status')}:{body.get('attempt')}"
             if status.idempotency_key != wanted:
                 found["bad key"].append(
                     f"Idempotency-Key {status.idempotency_key!r} for a body saying {wanted!r}"
