@@ -5,13 +5,15 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import orjson
 import pika
 import requests
 from requests.adapters import HTTPAdapter
 from tests.support.rabbitmq_node import Broker
+
+from adapters.http.transport import KeepAliveAdapter
 
 RAW_QUEUE = "bench.raw"
 
@@ -107,42 +109,62 @@ def broker_consume_ack(broker: Broker, count: int, prefetch: int = 100) -> dict[
     }
 
 
-def _session() -> requests.Session:
-    # The same settings as HttpStatusReporter._session: what the worker pays per POST.
+HTTP_CLIENTS = ("worker", "session")
+"""`worker`: the worker's own path (a prepared request through KeepAliveAdapter, as
+HttpStatusReporter posts); `session`: plain `requests.Session.post` over urllib3, for comparison."""
+
+
+def _poster(client: str, url: str) -> tuple[Callable[[str], int], Callable[[], None]]:
+    """A function posting STATUS_BODY with an idempotency key, returning the status code."""
+    if client == "worker":
+        adapter = KeepAliveAdapter()
+        request = requests.Request(
+            "POST", url, data=STATUS_BODY, headers={"Content-Type": "application/json"}
+        ).prepare()
+
+        def post_prepared(key: str) -> int:
+            request.headers["Idempotency-Key"] = key
+            return adapter.send(request, timeout=(3.05, 10.0)).status_code
+
+        return post_prepared, adapter.close
     session = requests.Session()
     session.trust_env = False
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
+    pool = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
+    session.mount("http://", pool)
     session.headers["Content-Type"] = "application/json"
-    return session
+
+    def post_with_session(key: str) -> int:
+        response = session.post(
+            url,
+            data=STATUS_BODY,
+            headers={"Idempotency-Key": key},
+            timeout=(3.05, 10.0),
+            allow_redirects=False,
+        )
+        return response.status_code
+
+    return post_with_session, session.close
 
 
-def http_posts(url: str, threads: int, seconds: float) -> dict[str, float]:
-    """POSTs/s through requests.Session, one keep-alive session per thread, for `seconds`."""
+def http_posts(url: str, threads: int, seconds: float, client: str = "worker") -> dict[str, float]:
+    """POSTs/s through `client` (see HTTP_CLIENTS), one keep-alive connection per thread."""
     counts = [0] * threads
     start = threading.Barrier(threads + 1)
     stop = threading.Event()
     errors: list[str] = []
 
     def post_loop(index: int) -> None:
-        session = _session()
+        post, close = _poster(client, url)
         start.wait()
         try:
             while not stop.is_set():
-                response = session.post(
-                    url,
-                    data=STATUS_BODY,
-                    headers={"Idempotency-Key": uuid.uuid4().hex},
-                    timeout=(3.05, 10.0),
-                    allow_redirects=False,
-                )
-                if response.status_code != 200:
-                    errors.append(f"HTTP {response.status_code}")
+                code = post(uuid.uuid4().hex)
+                if code != 200:
+                    errors.append(f"HTTP {code}")
                     return
                 counts[index] += 1
         finally:
-            session.close()
+            close()
 
     workers = [threading.Thread(target=post_loop, args=(i,), daemon=True) for i in range(threads)]
     for worker in workers:
@@ -160,6 +182,7 @@ def http_posts(url: str, threads: int, seconds: float) -> dict[str, float]:
         raise RuntimeError(f"stand-in refused raw POSTs: {errors[0]}")
     total = sum(counts)
     return {
+        "client": client,
         "threads": threads,
         "posts": total,
         "seconds": elapsed,

@@ -194,6 +194,12 @@ def _run_round(
         "http_raw_lanes", round_no, http_posts(api.status_url, capacity, options.http_seconds)
     )
     api.clear()
+    results.write(
+        "http_session_1",
+        round_no,
+        http_posts(api.status_url, 1, options.http_seconds, client="session"),
+    )
+    api.clear()
 
     def against_raw(fields: dict[str, Any]) -> dict[str, Any]:
         rate = fields.get("jobs_per_s")
@@ -259,9 +265,11 @@ def _numeric(value: Any) -> bool:
 _TABLE = (
     ("stand_in_capacity", "posts_per_s", "stand-in alone, pipelined POSTs/s", "{:,.0f}"),
     ("broker_raw", "msg_per_s", "broker consume+ack, no work, msg/s", "{:,.0f}"),
-    ("http_raw_1", "posts_per_s", "requests POSTs/s, 1 thread", "{:,.0f}"),
+    ("http_raw_1", "posts_per_s", "worker's HTTP client POSTs/s, 1 thread", "{:,.0f}"),
     ("http_raw_1", "client_cpu_ms_per_post", "  client CPU ms per POST", "{:.3f}"),
-    ("http_raw_lanes", "posts_per_s", "requests POSTs/s, lanes threads", "{:,.0f}"),
+    ("http_raw_lanes", "posts_per_s", "  the same, lanes threads", "{:,.0f}"),
+    ("http_session_1", "posts_per_s", "requests.Session.post POSTs/s, 1 thread", "{:,.0f}"),
+    ("http_session_1", "client_cpu_ms_per_post", "  client CPU ms per POST", "{:.3f}"),
     ("worker", "jobs_per_s", "worker jobs/s (first status -> last final)", "{:,.0f}"),
     ("worker", "jobs_per_s_incl_startup", "  incl. process start-up", "{:,.0f}"),
     ("worker", "cpu_ms_per_job", "  worker CPU ms per job", "{:.3f}"),

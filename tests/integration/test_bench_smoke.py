@@ -16,6 +16,7 @@ EXPECTED_KEYS = {
     "broker_raw": {"msg_per_s", "messages", "seconds"},
     "http_raw_1": {"posts_per_s", "client_cpu_ms_per_post"},
     "http_raw_lanes": {"posts_per_s", "threads"},
+    "http_session_1": {"posts_per_s", "client_cpu_ms_per_post"},
     "worker": {
         "jobs_per_s",
         "cpu_ms_per_job",

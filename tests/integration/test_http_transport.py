@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from adapters.http.stand_in_api import StandInApi
-from adapters.http.transport import KeepAliveAdapter
+from adapters.http.transport import MAX_RESPONSE_BYTES, KeepAliveAdapter
 
 
 @pytest.fixture
@@ -91,3 +91,151 @@ def test_keeps_one_connection_per_thread(session):
 
         assert errors == []
         assert len(api.statuses) == 120
+
+
+class ScriptedServer:
+    """A TCP server that answers each request with the next scripted bytes, then maybe closes."""
+
+    def __init__(self, answers: list[tuple[bytes, bool]]) -> None:
+        self._answers = answers
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/api/jobs/status"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while self._answers:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                while self._answers:
+                    request = _read_request(conn)
+                    if request is None:
+                        break
+                    self.requests.append(request)
+                    answer, close = self._answers.pop(0)
+                    conn.sendall(answer)
+                    if close:
+                        break
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def _read_request(conn: socket.socket) -> bytes | None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+@pytest.fixture
+def scripted():
+    servers: list[ScriptedServer] = []
+
+    def start(*answers: tuple[bytes, bool]) -> ScriptedServer:
+        server = ScriptedServer(list(answers))
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_reads_a_chunked_answer_and_keeps_the_connection(session, scripted):
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    )
+    server = scripted((chunked, False), (b"HTTP/1.1 204 No Content\r\n\r\n", False))
+
+    first = post(session, server.url)
+    second = post(session, server.url)
+
+    assert (first.status_code, first.content, first.reason) == (200, b"hello world", "OK")
+    assert second.status_code == 204
+    assert server.connections == 1
+
+
+def test_reads_an_answer_whose_body_runs_until_the_server_closes(session, scripted):
+    server = scripted(
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it", True),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", False),
+    )
+
+    first = post(session, server.url)
+    second = post(session, server.url)
+
+    assert first.content == b"all of it"
+    assert second.content == b"ok"
+    assert server.connections == 2
+
+
+def test_skips_an_interim_100_continue_answer(session, scripted):
+    server = scripted(
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", False)
+    )
+
+    assert post(session, server.url).status_code == 201
+
+
+def test_an_answer_cut_short_is_a_connection_error_not_a_partial_body(session, scripted):
+    server = scripted((b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", True))
+
+    with pytest.raises(requests.ConnectionError, match="middle of its answer"):
+        post(session, server.url)
+
+
+def test_an_answer_larger_than_the_limit_is_a_connection_error(session, scripted):
+    size = MAX_RESPONSE_BYTES + 1
+    huge = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+    server = scripted((huge, True))
+
+    with pytest.raises(requests.ConnectionError, match="larger than"):
+        post(session, server.url)
+
+
+def test_garbage_instead_of_http_is_a_connection_error(session, scripted):
+    server = scripted((b"SSH-2.0-OpenSSH_9.6\r\n\r\n", True))
+
+    with pytest.raises(requests.ConnectionError):
+        post(session, server.url)
+
+
+def test_writes_the_request_line_host_headers_and_body_it_was_given(session, scripted):
+    server = scripted((b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False))
+
+    post(session, server.url + "?a=1", body=b'{"jobId": "q"}')
+
+    head, _, body = server.requests[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    port = server.url.split(":")[2].split("/")[0]
+    assert lines[0] == b"POST /api/jobs/status?a=1 HTTP/1.1"
+    assert f"Host: 127.0.0.1:{port}".encode() in lines
+    assert b"Content-Type: application/json" in lines
+    assert body == b'{"jobId": "q"}'
+
+
+def test_refuses_a_header_value_with_a_line_break_set_after_preparing(session):
+    request = requests.Request("POST", "http://127.0.0.1:9/x", data=b"{}").prepare()
+    request.headers["Idempotency-Key"] = "a\r\nX-Evil: 1"
+
+    with pytest.raises(requests.exceptions.InvalidHeader, match="line break"):
+        session.send(request, timeout=(1, 1))
