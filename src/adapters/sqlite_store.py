@@ -34,6 +34,9 @@ def open_database(directory: Path, filename: str, synchronous: str) -> sqlite3.C
         # power cut); NORMAL survives a killed process, which is what redelivery is about.
         database.execute("PRAGMA journal_mode=WAL")
         database.execute(f"PRAGMA synchronous={synchronous}")
+        # Writes are appends and single-row lookups; SQLite's default 2 MiB page cache per
+        # connection bought nothing measurable here but resident memory (bench/: -1.8 MiB).
+        database.execute("PRAGMA cache_size=-512")
     except (OSError, sqlite3.Error) as exc:
         raise LocalStateUnavailable(f"directory {directory} is not writable: {exc}") from exc
     return database

@@ -1,13 +1,14 @@
-"""Validation handlers: each checks one value against one rule and says why it fails."""
+"""Validation handlers: each checks one value against one rule and says why it fails.
 
+email_validator, phonenumbers and re2 are imported on first use: together they are about 3 MiB
+of resident memory, which a worker that never gets a validation job should not carry.
+"""
+
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-import email_validator
-import phonenumbers
-import re2
 
 from domain.calculation import Number, number_problem
 from domain.errors import InvalidPayload
@@ -29,6 +30,8 @@ def validate_email(value: object) -> Verdict:
     text = _text("email", value)
     if text is None:
         return _not_a_string(value)
+    import email_validator
+
     try:
         address = email_validator.validate_email(text, check_deliverability=False)
     except email_validator.EmailNotValidError as exc:
@@ -38,6 +41,8 @@ def validate_email(value: object) -> Verdict:
 
 def validate_phone(value: object, region: str | None = None) -> Verdict:
     """A phone number valid in its numbering plan; `region` reads numbers without `+country`."""
+    import phonenumbers
+
     if region is not None:
         region = region.upper()
         if region not in phonenumbers.SUPPORTED_REGIONS:
@@ -50,7 +55,9 @@ def validate_phone(value: object, region: str | None = None) -> Verdict:
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
-        return Verdict(valid=False, reason=_PARSE_REASONS.get(exc.error_type, "not a phone number"))
+        return Verdict(
+            valid=False, reason=_parse_reasons().get(exc.error_type, "not a phone number")
+        )
     if not phonenumbers.is_valid_number(number):
         return Verdict(valid=False, reason="not a valid phone number in its numbering plan")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
@@ -139,29 +146,46 @@ def compile_pattern(pattern: str) -> Any:
         raise InvalidPayload(
             f"pattern has {len(pattern)} characters; the limit is {MAX_PATTERN_LENGTH}"
         )
+    import re2
+
     try:
-        return re2.compile(pattern, options=_QUIET)
+        return re2.compile(pattern, options=_quiet())
     except re2.error as exc:
         # RE2 refuses what it cannot run in linear time, backreferences and lookaround included.
         raise InvalidPayload(f"pattern does not compile: {_re2_message(exc)}") from exc
 
 
 # Raise only: by default RE2 also writes every bad pattern to stderr, bypassing our logging.
-_QUIET = re2.Options()
-_QUIET.log_errors = False
+@functools.cache
+def _quiet() -> Any:
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    return options
+
 
 # RE2 rather than `re`: the value is user input too, and RE2 never backtracks.
-_NUMBER_SYNTAX = re2.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", options=_QUIET)
+@functools.cache
+def _number_syntax() -> Any:
+    import re2
 
-_PARSE_REASONS = {
-    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: (
-        "no valid country code; start with + and the country code, or give a region"
-    ),
-    phonenumbers.NumberParseException.NOT_A_NUMBER: "not a phone number",
-    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "too short after the country code",
-    phonenumbers.NumberParseException.TOO_SHORT_NSN: "too short to be a phone number",
-    phonenumbers.NumberParseException.TOO_LONG: "too long to be a phone number",
-}
+    return re2.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", options=_quiet())
+
+
+@functools.cache
+def _parse_reasons() -> dict[Any, str]:
+    import phonenumbers
+
+    return {
+        phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: (
+            "no valid country code; start with + and the country code, or give a region"
+        ),
+        phonenumbers.NumberParseException.NOT_A_NUMBER: "not a phone number",
+        phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "too short after the country code",
+        phonenumbers.NumberParseException.TOO_SHORT_NSN: "too short to be a phone number",
+        phonenumbers.NumberParseException.TOO_LONG: "too long to be a phone number",
+    }
 
 
 def _require(rule: str, value: object) -> None:
@@ -208,7 +232,7 @@ def _length_bound_problem(bound: object) -> str | None:
 
 def _parse_number(text: str) -> Number | None:
     text = text.strip()
-    if _NUMBER_SYNTAX.fullmatch(text) is None:
+    if _number_syntax().fullmatch(text) is None:
         return None
     is_whole = not any(mark in text for mark in ".eE")
     # Short whole numbers become ints; longer digit strings go through float, which is linear

@@ -40,3 +40,16 @@ def test_runs_several_processes_restarts_a_crashed_one_and_drains_all_on_sigterm
     assert workers == {"vm1-p0", "vm1-p1"}
     assert supervisor.terminate(timeout=60) == 0
     assert "all worker processes stopped" in supervisor.log()
+
+
+def test_worker_processes_run_with_two_malloc_arenas_by_default(
+    api: StandInApi, start_worker: StartWorker
+):
+    supervisor = start_worker(worker_processes=2, worker_id="vm1")
+    assert api.wait_for(lambda: len({h.body["workerId"] for h in api.heartbeats}) == 2, 60)
+
+    for pid in child_pids(supervisor.pid):
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            environ = handle.read().split(b"\0")
+        assert b"MALLOC_ARENA_MAX=2" in environ
+    assert supervisor.terminate(timeout=60) == 0
