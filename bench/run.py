@@ -287,6 +287,12 @@ _TABLE = (
     ("reference", "ratio_to_http_1", "  ratio to HTTP 1 thread / 2", "{:.3f}"),
     ("priority", "priority_inversions", "priority inversions (running arrivals)", "{:.0f}"),
     ("priority", "priority_inversions_by_worker_timestamp", "  by worker timestamps", "{:.0f}"),
+    (
+        "priority",
+        "priority_inversions_while_high_waiting",
+        "  of them while a high job waited",
+        "{:.0f}",
+    ),
     ("priority", "high_latency_running_ms_p50", "high publish->running p50 ms", "{:.1f}"),
     ("priority", "high_latency_running_ms_p95", "high publish->running p95 ms", "{:.1f}"),
     ("priority", "high_latency_running_ms_max", "high publish->running max ms", "{:.1f}"),

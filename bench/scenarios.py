@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 import signal
 import statistics
@@ -379,12 +380,18 @@ def run_priority(
         for a in running
         if a.job_id not in high and first_published_stamp < a.timestamp < last_burst_stamp
     )
+    inversions_while_waiting = _lows_started_while_a_high_waited(
+        [_epoch(a.timestamp) for a in running if a.job_id not in high],
+        [published[i] for i in high_ids],
+        [_epoch(high_running[i].timestamp) for i in high_ids],
+    )
     trickle_waits = [(_epoch(high_running[i].timestamp) - published[i]) * 1000 for i in trickle_ids]
     to_running = [(high_running[i].at - published[i]) * 1000 for i in high_ids]
     to_final = [(high_final[i].at - published[i]) * 1000 for i in high_ids if i in high_final]
     result.update(
         priority_inversions=inversions,
         priority_inversions_by_worker_timestamp=inversions_by_stamp,
+        priority_inversions_while_high_waiting=inversions_while_waiting,
         high_burst_publish_ms=(burst_published - first_published) * 1000,
         high_latency_running_ms_p50=statistics.median(to_running),
         high_latency_running_ms_p95=_percentile(to_running, 0.95),
@@ -400,6 +407,27 @@ def run_priority(
         ),
     )
     return result
+
+
+def _lows_started_while_a_high_waited(
+    low_starts: Sequence[float], high_published: Sequence[float], high_starts: Sequence[float]
+) -> int:
+    """Low jobs started while some high job was published and not started yet (worker clock).
+
+    The burst's own count above also takes in lows started while no high job existed yet to be
+    started — e.g. while a slow publisher was still sending the burst. This one counts only the
+    starts that jumped a high job already waiting. Worker timestamps have millisecond
+    resolution (truncated), so a start counts only if the wait is clear by a millisecond.
+    """
+    published = sorted(high_published)
+    started = sorted(high_starts)
+    count = 0
+    for moment in low_starts:
+        waiting = bisect.bisect_left(published, moment - 0.001) - bisect.bisect_right(
+            started, moment + 0.001
+        )
+        count += waiting > 0
+    return count
 
 
 def _stop_and_collect(
