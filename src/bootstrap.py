@@ -46,6 +46,9 @@ from application.stats import WorkerStats
 from application.worker import Worker, WorkerConfig
 from domain.jobs import JobStatus, Priority
 
+# The preflight check, the publisher, the supervisor and the JSON log formatter are imported
+# inside the commands that use them: a worker process never does, and skips their memory.
+
 log = logging.getLogger("python_worker")
 
 EXIT_CONFIG_ERROR = 2
