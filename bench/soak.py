@@ -41,7 +41,7 @@ def bad_messages() -> itertools.cycle[tuple[str, bytes, str, bool]]:
     return itertools.cycle(
         [
             ("job.high", b"not json %d", "not valid UTF-8 JSON", False),
-            ("job.medium", b"[%d]", "is a JSON array, not an object", False),
+            ("job.medium", b"[%d]", "is a list, not a JSON object", False),
             ("job.low", b'{"id": "bad-%d", "type": "teleport"}', "unknown job type", True),
             (
                 "job.low",
