@@ -1,10 +1,12 @@
 """The keep-alive transport under requests: reuse, a server that drops idle connections, errors."""
 
 import socket
+import ssl
 import threading
 
 import pytest
 import requests
+import trustme
 
 from adapters.http.stand_in_api import StandInApi
 from adapters.http.transport import MAX_RESPONSE_BYTES, KeepAliveAdapter
@@ -96,12 +98,17 @@ def test_keeps_one_connection_per_thread(session):
 class ScriptedServer:
     """A TCP server that answers each request with the next scripted bytes, then maybe closes."""
 
-    def __init__(self, answers: list[tuple[bytes, bool]]) -> None:
+    def __init__(
+        self, answers: list[tuple[bytes, bool]], tls: ssl.SSLContext | None = None
+    ) -> None:
         self._answers = answers
+        self._tls = tls
         self.requests: list[bytes] = []
         self.connections = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/api/jobs/status"
+        scheme = "https" if tls else "http"
+        port = self._listener.getsockname()[1]
+        self.url = f"{scheme}://localhost:{port}/api/jobs/status"
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -112,6 +119,12 @@ class ScriptedServer:
             except OSError:
                 return
             self.connections += 1
+            if self._tls is not None:
+                try:
+                    conn = self._tls.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError):
+                    conn.close()  # the client refused our certificate
+                    continue
             with conn:
                 while self._answers:
                     request = _read_request(conn)
@@ -149,8 +162,8 @@ def _read_request(conn: socket.socket) -> bytes | None:
 def scripted():
     servers: list[ScriptedServer] = []
 
-    def start(*answers: tuple[bytes, bool]) -> ScriptedServer:
-        server = ScriptedServer(list(answers))
+    def start(*answers: tuple[bytes, bool], tls: ssl.SSLContext | None = None) -> ScriptedServer:
+        server = ScriptedServer(list(answers), tls)
         servers.append(server)
         return server
 
@@ -228,7 +241,7 @@ def test_writes_the_request_line_host_headers_and_body_it_was_given(session, scr
     lines = head.split(b"\r\n")
     port = server.url.split(":")[2].split("/")[0]
     assert lines[0] == b"POST /api/jobs/status?a=1 HTTP/1.1"
-    assert f"Host: 127.0.0.1:{port}".encode() in lines
+    assert f"Host: localhost:{port}".encode() in lines
     assert b"Content-Type: application/json" in lines
     assert body == b'{"jobId": "q"}'
 
@@ -239,3 +252,53 @@ def test_refuses_a_header_value_with_a_line_break_set_after_preparing(session):
 
     with pytest.raises(requests.exceptions.InvalidHeader, match="line break"):
         session.send(request, timeout=(1, 1))
+
+
+OK_EMPTY = (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False)
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def tls_server_context(ca: trustme.CA, name: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(name).configure_cert(context)
+    return context
+
+
+def session_trusting(ca: trustme.CA) -> requests.Session:
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    session = requests.Session()
+    session.mount("https://", KeepAliveAdapter(ssl_context=client))
+    return session
+
+
+def test_posts_over_tls_to_a_server_it_trusts_on_one_kept_alive_connection(scripted, ca):
+    server = scripted(OK_EMPTY, OK_EMPTY, tls=tls_server_context(ca, "localhost"))
+
+    with session_trusting(ca) as session:
+        answers = [post(session, server.url).status_code for _ in range(2)]
+
+    assert answers == [200, 200]
+    assert server.connections == 1
+    assert server.requests[0].endswith(b'{"jobId": "x"}')
+
+
+def test_refuses_a_server_certificate_it_does_not_trust(session, scripted, ca):
+    server = scripted(OK_EMPTY, tls=tls_server_context(ca, "localhost"))
+    session.mount("https://", KeepAliveAdapter())  # the system's trust store only
+
+    with pytest.raises(requests.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+        post(session, server.url)
+    assert server.requests == []
+
+
+def test_refuses_a_certificate_issued_for_another_host_name(scripted, ca):
+    server = scripted(OK_EMPTY, tls=tls_server_context(ca, "status.example.com"))
+
+    with session_trusting(ca) as session, pytest.raises(requests.ConnectionError):
+        post(session, server.url)
+    assert server.requests == []
