@@ -34,7 +34,7 @@ _RECV_BYTES = 65_536
 
 
 class KeepAliveAdapter(BaseAdapter):
-    """One persistent connection per thread and host; TLS always verified.
+    """One persistent connection per thread and URL; TLS always verified (`verify` is ignored).
 
     A connection the server closed while idle is noticed on the next request, which is sent
     again once on a fresh connection (every status POST carries an idempotency key, so a
