@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from tests.support.http_wire import read_message
 
 from adapters.http.stand_in_api import STATUS_PATH, StandInApi
 
@@ -145,18 +146,11 @@ def _request_bytes(port: int, body: bytes) -> bytes:
 def _answer_size(sock: socket.socket, request: bytes) -> int:
     """Size of the answer to one POST (head + body), read off a first request."""
     sock.sendall(request)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(4096)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    while len(body) < length:
-        body += sock.recv(4096)
-    return len(head) + 4 + length
+    answer = read_message(sock)
+    if answer is None:
+        raise ConnectionError("the stand-in closed the connection instead of answering")
+    head, body = answer
+    return len(head) + 4 + len(body)
 
 
 def _pipelined_posts(port: int, body: bytes, seconds: float, depth: int) -> tuple[int, float]:

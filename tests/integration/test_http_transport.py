@@ -10,6 +10,7 @@ import trustme
 
 from adapters.http.stand_in_api import StandInApi
 from adapters.http.transport import MAX_RESPONSE_BYTES, KeepAliveAdapter
+from tests.support.http_wire import read_message
 
 
 @pytest.fixture
@@ -127,10 +128,11 @@ class ScriptedServer:
                     continue
             with conn:
                 while self._answers:
-                    request = _read_request(conn)
+                    request = read_message(conn)
                     if request is None:
                         break
-                    self.requests.append(request)
+                    head, body = request
+                    self.requests.append(head + b"\r\n\r\n" + body)
                     answer, close = self._answers.pop(0)
                     conn.sendall(answer)
                     if close:
@@ -138,24 +140,6 @@ class ScriptedServer:
 
     def close(self) -> None:
         self._listener.close()
-
-
-def _read_request(conn: socket.socket) -> bytes | None:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    while len(body) < length:
-        body += conn.recv(65536)
-    return head + b"\r\n\r\n" + body
 
 
 @pytest.fixture
