@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,6 +32,8 @@ from bench.scenarios import run_priority, run_throughput  # noqa: E402
 from bench.stand_in import StandInProcess, stand_in_capacity  # noqa: E402
 
 DEFAULT_OUT = _ROOT / "bench" / "results"
+REFERENCE_LATENCY_MS = 10.0
+"""The API latency at which the reference worker runs too (when it is among `--latencies`)."""
 
 
 @dataclass(frozen=True)
@@ -44,10 +49,33 @@ class Options:
     reference: bool = True
     priority: bool = True
     out: Path = DEFAULT_OUT
+    latencies_ms: tuple[float, ...] = (0.0, 10.0, 50.0)
+    """API latencies of the throughput runs; 0 ms is the `worker` measurement itself."""
+    reference_latency_jobs: int = 2_000
+    """Jobs of `reference_latency_10` (at most `jobs`): one thread waits out every POST."""
+    baseline: str | None = None
+    """A git commit/branch whose worker also runs the 0 ms throughput scenario."""
 
 
-QUICK = Options(rounds=1, jobs=300, priority_low=600, priority_high=50, http_seconds=0.5)
+QUICK = Options(
+    rounds=1,
+    jobs=300,
+    priority_low=600,
+    priority_high=50,
+    http_seconds=0.5,
+    reference_latency_jobs=300,
+)
 """Sizes of `--quick`: a smoke run of seconds that exercises every measurement."""
+
+
+def _latencies(text: str) -> tuple[float, ...]:
+    try:
+        values = {float(part) for part in text.split(",") if part.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of milliseconds: {text!r}") from None
+    if any(value < 0 for value in values):
+        raise argparse.ArgumentTypeError("latencies cannot be negative")
+    return tuple(sorted(values | {0.0}))
 
 
 def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, str | None]:
@@ -61,19 +89,44 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, str | Non
     parser.add_argument(
         "--processes", default="1", help="WORKER_PROCESSES of the worker under test (or auto)"
     )
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the worker under test (repeatable), e.g. STATUS_MAX_IN_FLIGHT=200",
+    )
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run of seconds")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference worker")
     parser.add_argument("--no-priority", action="store_true", help="skip the priority scenario")
     parser.add_argument("--out", type=Path, help=f"results directory (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--latencies",
+        type=_latencies,
+        help="status API latencies in ms, comma-separated (default 0,10,50; 0 is `worker`)",
+    )
+    parser.add_argument(
+        "--reference-latency-jobs",
+        type=int,
+        help="jobs of the reference worker at 10 ms (default 2,000, at most --jobs)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run the worker of this git commit/branch (a temporary worktree) at 0 ms",
+    )
     parser.add_argument(
         "--amqp-url", help="use this broker instead of starting a private RabbitMQ node"
     )
     args = parser.parse_args(argv)
     base = QUICK if args.quick else Options()
     values: dict[str, Any] = {}
-    for name in ("rounds", "jobs", "priority_low", "priority_high", "http_seconds", "capacity"):
+    names = ("rounds", "jobs", "priority_low", "priority_high", "http_seconds", "capacity")
+    for name in (*names, "reference_latency_jobs", "baseline"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
+    if args.latencies is not None:
+        values["latencies_ms"] = args.latencies
     if args.jobs is not None and args.priority_low is None and not args.quick:
         values["priority_low"] = args.jobs
     values["reference"] = not args.no_reference
@@ -82,6 +135,13 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, str | Non
         values["out"] = args.out
     # Read by scenarios.UnderTest when it starts the worker.
     os.environ["BENCH_WORKER_PROCESSES"] = args.processes
+    extra: dict[str, str] = {}
+    for item in args.worker_env:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--worker-env wants NAME=VALUE, not {item!r}")
+        extra[name] = value
+    os.environ["BENCH_WORKER_ENV"] = orjson.dumps(extra).decode()
     return dataclasses.replace(base, **values), args.amqp_url
 
 
@@ -113,6 +173,9 @@ _PROGRESS_KEYS = (
     "msg_per_s",
     "jobs_per_s",
     "cpu_ms_per_job",
+    "ratio_to_0ms",
+    "ratio_to_baseline",
+    "stand_in_peak_waiting",
     "guarantees_ok",
     "priority_inversions",
     "high_latency_running_ms_p95",
@@ -129,10 +192,79 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """Another commit of this repository, checked out in a temporary worktree."""
+
+    ref: str
+    commit: str
+    tree: Path
+
+    @property
+    def src(self) -> Path:
+        return self.tree / "src"
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(_ROOT), *args], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+@contextlib.contextmanager
+def baseline_tree(ref: str) -> Iterator[Baseline]:
+    """`git worktree add --detach` of `ref` in a temp dir; removed again however the block ends."""
+    parent = Path(tempfile.mkdtemp(prefix="pw-bench-baseline-"))
+    tree = parent / "tree"
+    try:
+        commit = _git("rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}").strip()
+        _git("worktree", "add", "--detach", str(tree), commit)
+        baseline = Baseline(ref, commit, tree)
+        _check_imports_from(baseline.src, parent)
+        yield baseline
+    finally:
+        if tree.exists():
+            with contextlib.suppress(RuntimeError):
+                _git("worktree", "remove", "--force", str(tree))
+        shutil.rmtree(parent, ignore_errors=True)
+        with contextlib.suppress(RuntimeError):
+            _git("worktree", "prune")
+
+
+def _check_imports_from(src: Path, cwd: Path) -> None:
+    """The baseline's `-m bootstrap` must load the other tree's code, not this one (editable)."""
+    probe = "import adapters, bootstrap; print(bootstrap.__file__); print(adapters.__file__)"
+    env = dict(os.environ, PYTHONPATH=str(src))
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=cwd, capture_output=True, text=True, check=False
+    )
+    files = [Path(line) for line in done.stdout.splitlines()]
+    if done.returncode != 0 or len(files) != 2 or not all(f.is_relative_to(src) for f in files):
+        raise RuntimeError(f"the baseline does not import from {src}: {done.stdout}{done.stderr}")
+
+
 def run_benchmark(
     options: Options, broker: Broker | None = None, stream: TextIO = sys.stdout
 ) -> Path:
     """Run every round; returns the JSON-lines file. Starts a private node unless given one."""
+    with contextlib.ExitStack() as stack:
+        baseline = None
+        if options.baseline is not None:
+            baseline = stack.enter_context(baseline_tree(options.baseline))
+            print(
+                f"baseline {options.baseline} = {baseline.commit[:12]}, worktree {baseline.tree}",
+                file=stream,
+                flush=True,
+            )
+        return _run_benchmark(options, broker, stream, baseline)
+
+
+def _run_benchmark(
+    options: Options, broker: Broker | None, stream: TextIO, baseline: Baseline | None
+) -> Path:
     results = _Results(options.out, stream)
     own_node: RabbitMQNode | None = None
     if broker is None:
@@ -152,12 +284,13 @@ def run_benchmark(
             "python": platform.python_version(),
             "platform": platform.platform(),
             "broker": repr(broker),
+            "baseline_commit": baseline.commit if baseline else None,
         },
     )
     try:
         with tempfile.TemporaryDirectory(prefix="pw-bench-") as work:
             for round_no in range(1, options.rounds + 1):
-                _run_round(options, broker, api, Path(work), round_no, results)
+                _run_round(options, broker, api, Path(work), round_no, results, baseline)
         _write_summary(results)
     finally:
         api.close()
@@ -179,6 +312,7 @@ def _run_round(
     work: Path,
     round_no: int,
     results: _Results,
+    baseline: Baseline | None = None,
 ) -> None:
     capacity = options.capacity
     api.clear()
@@ -212,6 +346,24 @@ def _run_round(
     worker = against_raw(
         run_throughput("worker", broker, api, work, options.jobs, capacity, round_no)
     )
+    if baseline is not None:
+        old = against_raw(
+            run_throughput(
+                "baseline",
+                broker,
+                api,
+                work,
+                options.jobs,
+                capacity,
+                round_no,
+                baseline_src=baseline.src,
+            )
+        ) | {"ref": baseline.ref, "commit": baseline.commit}
+        worker.update(
+            ratio_to_baseline=_ratio(worker.get("jobs_per_s"), old.get("jobs_per_s")),
+            cpu_ratio_to_baseline=_ratio(worker.get("cpu_ms_per_job"), old.get("cpu_ms_per_job")),
+            rss_ratio_to_baseline=_ratio(worker.get("peak_rss_mb"), old.get("peak_rss_mb")),
+        )
     if options.reference:
         reference = against_raw(
             run_throughput("reference", broker, api, work, options.jobs, capacity, round_no)
@@ -224,8 +376,51 @@ def _run_round(
             rss_ratio_to_reference=_ratio(worker.get("peak_rss_mb"), reference.get("peak_rss_mb")),
         )
     results.write("worker", round_no, worker)
+    if baseline is not None:
+        results.write("baseline", round_no, old)
     if options.reference:
         results.write("reference", round_no, reference)
+
+    def at_latency(kind: str, jobs: int, latency_ms: float) -> dict[str, Any]:
+        """The throughput scenario while the stand-in answers each status POST late; then not."""
+        api.delay(latency_ms / 1000)
+        try:
+            fields = run_throughput(
+                kind,
+                broker,
+                api,
+                work,
+                jobs,
+                capacity,
+                round_no,
+                timeout=_timeout(jobs, latency_ms),
+            )
+            return {"latency_ms": latency_ms, **fields, "stand_in_peak_waiting": api.peak_waiting()}
+        finally:
+            api.delay(0)
+
+    for latency_ms in options.latencies_ms:
+        if latency_ms <= 0:
+            continue  # that is `worker` above
+        slow = against_raw(at_latency("worker", options.jobs, latency_ms))
+        slow.update(
+            ratio_to_0ms=_ratio(slow.get("jobs_per_s"), worker.get("jobs_per_s")),
+            cpu_ratio_to_0ms=_ratio(slow.get("cpu_ms_per_job"), worker.get("cpu_ms_per_job")),
+            rss_ratio_to_0ms=_ratio(slow.get("peak_rss_mb"), worker.get("peak_rss_mb")),
+        )
+        slow_reference = None
+        if options.reference and latency_ms == REFERENCE_LATENCY_MS:
+            jobs = min(options.jobs, options.reference_latency_jobs)
+            slow_reference = at_latency("reference", jobs, latency_ms)
+            slow.update(
+                ratio_to_reference=_ratio(slow.get("jobs_per_s"), slow_reference.get("jobs_per_s")),
+                cpu_ratio_to_reference=_ratio(
+                    slow.get("cpu_ms_per_job"), slow_reference.get("cpu_ms_per_job")
+                ),
+            )
+        results.write(_latency_name("worker", latency_ms), round_no, slow)
+        if slow_reference is not None:
+            results.write(_latency_name("reference", latency_ms), round_no, slow_reference)
     if options.priority:
         results.write(
             "priority",
@@ -234,6 +429,15 @@ def _run_round(
                 broker, api, work, options.priority_low, options.priority_high, capacity, round_no
             ),
         )
+
+
+def _latency_name(kind: str, latency_ms: float) -> str:
+    return f"{kind}_latency_{latency_ms:g}"
+
+
+def _timeout(jobs: int, latency_ms: float) -> float:
+    """Seconds to wait for every final status: even one POST at a time gets there."""
+    return max(60.0, jobs / 50) + 2 * jobs * latency_ms / 1000 * 1.25
 
 
 def _write_summary(results: _Results) -> None:
@@ -281,10 +485,16 @@ _TABLE = (
     ("worker", "ratio_to_reference", "  ratio to reference worker", "{:.3f}"),
     ("worker", "cpu_ratio_to_reference", "  CPU/job ratio to reference", "{:.2f}"),
     ("worker", "rss_ratio_to_reference", "  peak RSS ratio to reference", "{:.2f}"),
+    ("worker", "ratio_to_baseline", "  ratio to baseline worker", "{:.3f}"),
+    ("worker", "cpu_ratio_to_baseline", "  CPU/job ratio to baseline", "{:.2f}"),
+    ("worker", "rss_ratio_to_baseline", "  peak RSS ratio to baseline", "{:.2f}"),
     ("reference", "jobs_per_s", "reference worker jobs/s", "{:,.0f}"),
     ("reference", "cpu_ms_per_job", "  reference CPU ms per job", "{:.3f}"),
     ("reference", "peak_rss_mb", "  reference peak RSS MiB", "{:.1f}"),
     ("reference", "ratio_to_http_1", "  ratio to HTTP 1 thread / 2", "{:.3f}"),
+)
+
+_TABLE_PRIORITY = (
     ("priority", "priority_inversions", "priority inversions (running arrivals)", "{:.0f}"),
     ("priority", "priority_inversions_by_worker_timestamp", "  by worker timestamps", "{:.0f}"),
     (
@@ -303,13 +513,46 @@ _TABLE = (
 )
 
 
+def _table_rows(records: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """The fixed rows, plus the baseline's and one block per API latency that was measured."""
+    rows = list(_TABLE)
+    ref = next((r.get("ref") for r in records if r["measurement"] == "baseline"), None)
+    if ref is not None:
+        rows += [
+            ("baseline", "jobs_per_s", f"baseline worker jobs/s ({ref})"[:45], "{:,.0f}"),
+            ("baseline", "cpu_ms_per_job", "  baseline CPU ms per job", "{:.3f}"),
+            ("baseline", "peak_rss_mb", "  baseline peak RSS MiB", "{:.1f}"),
+        ]
+    latencies = sorted(
+        {
+            r["latency_ms"]
+            for r in records
+            if r["measurement"].startswith("worker_latency_") and _numeric(r.get("latency_ms"))
+        }
+    )
+    for latency_ms in latencies:
+        ours, theirs = _latency_name("worker", latency_ms), _latency_name("reference", latency_ms)
+        rows += [
+            (ours, "jobs_per_s", f"worker jobs/s, API answers after {latency_ms:g} ms", "{:,.0f}"),
+            (ours, "cpu_ms_per_job", "  worker CPU ms per job", "{:.3f}"),
+            (ours, "peak_rss_mb", "  worker peak RSS MiB", "{:.1f}"),
+            (ours, "ratio_to_0ms", "  ratio to 0 ms", "{:.3f}"),
+            (ours, "cpu_ratio_to_0ms", "  CPU/job ratio to 0 ms", "{:.2f}"),
+            (ours, "stand_in_peak_waiting", "  POSTs waiting at the stand-in, peak", "{:.0f}"),
+            (ours, "ratio_to_reference", f"  ratio to reference at {latency_ms:g} ms", "{:.3f}"),
+            (theirs, "jobs_per_s", f"reference jobs/s, API after {latency_ms:g} ms", "{:,.0f}"),
+            (theirs, "cpu_ms_per_job", "  reference CPU ms per job", "{:.3f}"),
+        ]
+    return rows + list(_TABLE_PRIORITY)
+
+
 def print_table(records: Sequence[dict[str, Any]], stream: TextIO) -> None:
     rounds = sorted({r["round"] for r in records if r["round"] > 0})
     lookup = {(r["measurement"], r["round"]): r for r in records}
     header = f"{'figure':<46}{'median':>12}" + "".join(f"{'r' + str(n):>12}" for n in rounds)
     print(header, file=stream)
     print("-" * len(header), file=stream)
-    for measurement, key, label, fmt in _TABLE:
+    for measurement, key, label, fmt in _table_rows(records):
         values = [lookup.get((measurement, n), {}).get(key) for n in rounds]
         present = [v for v in values if _numeric(v)]
         if not present:

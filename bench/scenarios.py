@@ -40,11 +40,12 @@ def sum_job(job_id: str) -> bytes:
 
 
 def worker_command(kind: str) -> list[str]:
-    """`python-worker run`, or the reference worker, with this interpreter's venv."""
+    """`python-worker run`, the reference worker, or (`baseline`) `-m bootstrap run` of another
+    tree (its `src` on PYTHONPATH, see UnderTest), all with this interpreter's venv."""
     if kind == "reference":
         return [sys.executable, "-m", "bench.reference_worker"]
     script = Path(sys.executable).with_name("python-worker")
-    if script.exists():
+    if kind != "baseline" and script.exists():
         return [str(script), "run"]
     return [sys.executable, "-m", "bootstrap", "run"]
 
@@ -90,10 +91,20 @@ def peak_rss_mb(pid: int) -> float:
 
 
 class UnderTest:
-    """One worker process (ours or the reference) with the benchmark's environment."""
+    """One worker process (ours, the reference, or a baseline) with the benchmark's environment.
+
+    `baseline_src` is the `src` directory of another checkout (kind `baseline`): the same
+    environment, but only that code importable and a working directory outside both trees.
+    """
 
     def __init__(
-        self, kind: str, broker: Broker, api: StandInProcess, work_dir: Path, capacity: int
+        self,
+        kind: str,
+        broker: Broker,
+        api: StandInProcess,
+        work_dir: Path,
+        capacity: int,
+        baseline_src: Path | None = None,
     ) -> None:
         env = {
             key: value
@@ -116,14 +127,24 @@ class UnderTest:
             # Logging is not what is measured: no line per job.
             LOG_LEVEL="WARNING",
         )
+        # `bench.run --worker-env NAME=VALUE`: settings of the worker under test to try out.
+        env.update(orjson.loads(os.environ.get("BENCH_WORKER_ENV", "{}")))
         # The reference worker and `-m bootstrap` need the repo root and src importable.
         root = Path(__file__).resolve().parents[1]
         env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "src")])
+        cwd = root
+        if kind == "baseline":
+            if baseline_src is None:
+                raise ValueError("kind 'baseline' needs baseline_src")
+            env["PYTHONPATH"] = str(baseline_src)
+            # `-m` puts the working directory first on sys.path: keep this repo off it.
+            cwd = work_dir / "cwd-baseline"
+            cwd.mkdir(exist_ok=True)
         self.log_path = work_dir / f"{kind}.log"
         with self.log_path.open("ab") as log:
             self.started_at = time.time()
             self._process = subprocess.Popen(
-                worker_command(kind), env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT
+                worker_command(kind), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
             )
 
     @property
@@ -258,17 +279,26 @@ def run_throughput(
     jobs: int,
     capacity: int,
     round_no: int,
+    *,
+    timeout: float | None = None,
+    baseline_src: Path | None = None,
 ) -> dict[str, Any]:
-    """Pre-publish `jobs` sum jobs to job.low, run one process until all are final, measure."""
+    """Pre-publish `jobs` sum jobs to job.low, run one process until all are final, measure.
+
+    `timeout` (seconds until every final status; default from `jobs`) must allow for a slow
+    stand-in; `baseline_src` as in UnderTest.
+    """
     reset_job_queues(broker)
     api.clear()
     ids = [f"r{round_no}-{kind}-{n:06d}" for n in range(jobs)]
     publish_seconds = publish_jobs(broker, "job.low", ids)
 
-    proc = UnderTest(kind, broker, api, work_dir, capacity)
+    proc = UnderTest(kind, broker, api, work_dir, capacity, baseline_src)
     progress = _Progress()
+    if timeout is None:
+        timeout = max(60.0, jobs / 50)
     try:
-        _wait_for_statuses(api, proc, 2 * jobs, max(60.0, jobs / 50), progress)
+        _wait_for_statuses(api, proc, 2 * jobs, timeout, progress)
         cpu_end = cpu_seconds(proc.pid)
         rss = peak_rss_mb(proc.pid)
     finally:

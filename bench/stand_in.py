@@ -64,6 +64,12 @@ def _serve(max_records: int, commands: IO[bytes], answers: IO[bytes]) -> None:
         elif command == "clear":
             api.clear()
             answer(True)
+        elif command.startswith("delay "):
+            # Status POSTs only: heartbeats stay undelayed. Also resets `peak_waiting`.
+            api.delay(float(command.split()[1]), endpoint="status")
+            answer(True)
+        elif command == "peak_waiting":
+            answer(api.peak_waiting)
         elif command == "dump":
             rows = []
             for received in api.statuses:
@@ -117,6 +123,17 @@ class StandInProcess:
 
     def clear(self) -> None:
         self._ask("clear")
+
+    def delay(self, seconds: float) -> None:
+        """Answer every status POST `seconds` after it arrived (0: at once); heartbeats as ever.
+
+        Also starts `peak_waiting` afresh.
+        """
+        self._ask(f"delay {seconds!r}")
+
+    def peak_waiting(self) -> int:
+        """Most status POSTs held back by `delay` at the same moment since it was last set."""
+        return int(self._ask("peak_waiting"))
 
     def arrivals(self) -> list[Arrival]:
         """Every accepted status update since the last `clear`, in arrival order."""

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import subprocess
 from pathlib import Path
 
 import orjson
-from bench.run import QUICK, run_benchmark
+import pytest
+from bench.run import QUICK, baseline_tree, run_benchmark
 
 from tests.support.rabbitmq_node import Broker
+
+_REPO = Path(__file__).resolve().parents[2]
+_THROUGHPUT = {"jobs_per_s", "cpu_ms_per_job", "peak_rss_mb", "cpu_cores_used", "guarantees_ok"}
+_AT_LATENCY = _THROUGHPUT | {"latency_ms", "stand_in_peak_waiting"}
+_VS_ZERO = {"ratio_to_0ms", "cpu_ratio_to_0ms", "ratio_to_broker", "ratio_to_http_1"}
 
 EXPECTED_KEYS = {
     "stand_in_capacity": {"posts_per_s"},
@@ -25,9 +32,16 @@ EXPECTED_KEYS = {
         "ratio_to_http_1",
         "ratio_to_http_lanes",
         "ratio_to_reference",
+        "ratio_to_baseline",
+        "cpu_ratio_to_baseline",
         "guarantees_ok",
     },
+    "baseline": _THROUGHPUT | {"ref", "commit", "ratio_to_broker"},
     "reference": {"jobs_per_s", "cpu_ms_per_job", "peak_rss_mb", "guarantees_ok"},
+    # QUICK keeps the default latencies: 0 ms is `worker`, then 10 and 50 ms.
+    "worker_latency_10": _AT_LATENCY | _VS_ZERO | {"ratio_to_reference", "cpu_ratio_to_reference"},
+    "worker_latency_50": _AT_LATENCY | _VS_ZERO,
+    "reference_latency_10": _AT_LATENCY,
     "priority": {
         "priority_inversions",
         "high_latency_running_ms_p50",
@@ -42,7 +56,8 @@ EXPECTED_KEYS = {
 def test_quick_benchmark_writes_every_measurement_and_passes_its_guarantee_checks(
     broker: Broker, tmp_path: Path
 ) -> None:
-    options = dataclasses.replace(QUICK, out=tmp_path)
+    # The baseline is this repository's HEAD: a real worktree, the same code path as any ref.
+    options = dataclasses.replace(QUICK, out=tmp_path, baseline="HEAD")
     output = io.StringIO()
 
     path = run_benchmark(options, broker, stream=output)
@@ -53,7 +68,48 @@ def test_quick_benchmark_writes_every_measurement_and_passes_its_guarantee_check
         assert measurement in by_measurement, f"no {measurement} line in {path}"
         missing = keys - by_measurement[measurement].keys()
         assert not missing, f"{measurement} lacks {missing}"
-    for measurement in ("worker", "reference", "priority", "summary"):
-        record = by_measurement[measurement]
-        assert record["guarantees_ok"] is True, record
-    assert "guarantees (one final status per job, queues empty): all passed" in output.getvalue()
+        if "guarantees_ok" in keys:
+            assert by_measurement[measurement]["guarantees_ok"] is True, by_measurement[measurement]
+    assert by_measurement["worker_latency_10"]["latency_ms"] == 10
+    assert by_measurement["reference_latency_10"]["latency_ms"] == 10
+    medians = by_measurement["summary"]["medians"]
+    for measurement in (
+        "baseline",
+        "worker_latency_10",
+        "worker_latency_50",
+        "reference_latency_10",
+    ):
+        assert "jobs_per_s" in medians[measurement], medians.keys()
+    table = output.getvalue()
+    assert "guarantees (one final status per job, queues empty): all passed" in table
+    for label in (
+        "worker jobs/s, API answers after 10 ms",
+        "worker jobs/s, API answers after 50 ms",
+        "ratio to 0 ms",
+        "reference jobs/s, API after 10 ms",
+        "ratio to reference at 10 ms",
+        "baseline worker jobs/s (HEAD)",
+        "ratio to baseline worker",
+    ):
+        assert label in table, table
+    assert not _baseline_worktrees(), "the baseline worktree was left behind"
+
+
+def _baseline_worktrees() -> list[str]:
+    """Worktrees of this repository that `bench.run --baseline` made and did not remove."""
+    listing = subprocess.run(
+        ["git", "-C", str(_REPO), "worktree", "list", "--porcelain"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line for line in listing.splitlines() if "pw-bench-baseline-" in line]
+
+
+def test_the_baseline_worktree_is_removed_when_the_run_fails() -> None:
+    with pytest.raises(RuntimeError, match="boom"), baseline_tree("HEAD") as baseline:
+        assert (baseline.src / "bootstrap.py").exists()
+        tree = baseline.tree
+        raise RuntimeError("boom")
+    assert not tree.exists()
+    assert not _baseline_worktrees()

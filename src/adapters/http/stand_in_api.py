@@ -53,6 +53,8 @@ class Received:
     raw: bytes
     answered: int
     at: float = field(default_factory=time.time)
+    connection: int = 0
+    """Which client connection it came on (numbered from 1 in the order they were opened)."""
 
     @cached_property
     def body(self) -> dict[str, Any]:
@@ -136,10 +138,15 @@ class StandInApi:
         self.status_count = 0
         self.heartbeat_count = 0
         self._behaviours = {name: _Behaviour() for name in ENDPOINTS}
+        self._latency = dict.fromkeys(ENDPOINTS, 0.0)
+        self._waiting = 0  # requests held back by a latency, answered later
+        self.peak_waiting = 0
+        """Most requests that were held back by `delay` at the same moment."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        self._opened = 0
         self._release: asyncio.Event | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -263,6 +270,18 @@ class StandInApi:
         held = math.inf if seconds is None else seconds
         self._script(endpoint, _Behaviour(hang_seconds=held, remaining=times))
 
+    def delay(self, seconds: float, *, endpoint: str = "status") -> None:
+        """Answer every request to `endpoint` `seconds` after it arrived, as a remote API would.
+
+        Unlike `hang`, a delayed request is recorded when answered, answers follow the
+        scripted code, and the server stays cheap: one timer per request, no task.
+        """
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {list(ENDPOINTS)}")
+        with self._cond:
+            self._latency[endpoint] = max(0.0, seconds)
+            self.peak_waiting = 0
+
     def release(self) -> None:
         """Answer every held request now (200) and stop hanging."""
         with self._cond:
@@ -362,7 +381,7 @@ class StandInApi:
                 connection.send(_error(405, "use POST"))
                 return
             if self._expected_auth and headers.get("authorization") != self._expected_auth:
-                self._record(Received(path, headers, body, 401))
+                self._record(Received(path, headers, body, 401, connection=connection.number))
                 connection.send(_error(401, "missing or wrong bearer token"))
                 return
             endpoint = "status" if path == STATUS_PATH else "heartbeat"
@@ -370,8 +389,17 @@ class StandInApi:
             if behaviour.hang_seconds is not None:
                 connection.hold(self._held(connection, path, headers, body, behaviour))
                 return
-            self._record(Received(path, headers, body, behaviour.code))
-            connection.send(_ACCEPTED if behaviour.code == 200 else behaviour.respond_bytes())
+            received = Received(path, headers, body, behaviour.code, connection=connection.number)
+            answer = _ACCEPTED if behaviour.code == 200 else behaviour.respond_bytes()
+            latency = self._latency[endpoint]
+            if latency > 0:
+                self._count_waiting(+1)
+                connection.answer_after(
+                    latency, lambda: self._answer_late(connection, received, answer)
+                )
+                return
+            self._record(received)
+            connection.send(answer)
             return
         connection.send(self._control(method, path, body))
 
@@ -390,8 +418,20 @@ class StandInApi:
         # A client that gave up (read timeout) did not get this update through: don't count it.
         if connection.closed:
             return
-        self._record(Received(path, headers, body, 200))
+        self._record(Received(path, headers, body, 200, connection=connection.number))
         connection.send(_ACCEPTED)
+
+    def _answer_late(self, connection: "_Connection", received: Received, answer: bytes) -> None:
+        self._count_waiting(-1)
+        if connection.closed:
+            return  # the client gave up (read timeout): this update did not get through
+        self._record(received)
+        connection.send(answer)
+
+    def _count_waiting(self, change: int) -> None:
+        with self._cond:
+            self._waiting += change
+            self.peak_waiting = max(self.peak_waiting, self._waiting)
 
     def _control(self, method: str, path: str, body: bytes) -> bytes:
         if method == "GET" and path == "/_stand-in/statuses":
@@ -423,6 +463,8 @@ class StandInApi:
                 retry_after=command.get("retryAfter"),
                 body=command.get("body", ""),
             )
+        elif action == "delay":
+            self.delay(float(command["seconds"]), endpoint=endpoint)
         elif action == "hang":
             self.hang(endpoint=endpoint, seconds=command.get("seconds"), times=command.get("times"))
         elif action == "release":
@@ -444,6 +486,8 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, api: StandInApi) -> None:
         self._api = api
+        api._opened += 1
+        self.number = api._opened
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._busy = False  # a held request blocks the ones pipelined behind it
@@ -481,6 +525,16 @@ class _Connection(asyncio.Protocol):
 
     def _held_done(self, _task: "asyncio.Future[None]") -> None:
         self._busy = False
+        self._process()
+
+    def answer_after(self, seconds: float, answer: Callable[[], None]) -> None:
+        """Hold this connection's next requests back while `answer` waits `seconds`."""
+        self._busy = True
+        asyncio.get_running_loop().call_later(seconds, self._late, answer)
+
+    def _late(self, answer: Callable[[], None]) -> None:
+        self._busy = False
+        answer()
         self._process()
 
     def _process(self) -> None:
@@ -542,7 +596,8 @@ def main(argv: Iterable[str] | None = None) -> None:
 
     Script it with `POST /_stand-in/behaviour`, e.g. `{"endpoint": "status", "action":
     "answer", "status": 500, "times": 3}`, `{"action": "answer", "status": 429, "retryAfter":
-    2}`, `{"action": "hang", "seconds": 5}`, `{"action": "release"}`, `{"action": "reset"}`,
+    2}`, `{"action": "delay", "seconds": 0.01}`, `{"action": "hang", "seconds": 5}`,
+    `{"action": "release"}`, `{"action": "reset"}`,
     `{"action": "refuse", "seconds": 10}`. Read `GET /_stand-in/statuses`, `/heartbeats`,
     `/requests`; forget them with `POST /_stand-in/clear`.
     """
