@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -13,7 +14,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from tests.support.rabbitmq_node import Broker
 
-from adapters.http.transport import KeepAliveAdapter
+from adapters.http.transport import KeepAlivePool
 
 RAW_QUEUE = "bench.raw"
 
@@ -110,23 +111,48 @@ def broker_consume_ack(broker: Broker, count: int, prefetch: int = 100) -> dict[
 
 
 HTTP_CLIENTS = ("worker", "session")
-"""`worker`: the worker's own path (a prepared request through KeepAliveAdapter, as
-HttpStatusReporter posts); `session`: plain `requests.Session.post` over urllib3, for comparison."""
+"""`worker`: the worker's own path (a copy of a prepared request through `KeepAlivePool` on an
+event loop, as HttpStatusReporter posts); `session`: plain `requests.Session.post` over
+urllib3, one thread each, for comparison."""
 
 
-def _poster(client: str, url: str) -> tuple[Callable[[str], int], Callable[[], None]]:
+def _worker_posts(url: str, in_flight: int, seconds: float) -> tuple[int, float, float]:
+    """POSTs through the worker's transport, `in_flight` at a time on one event loop."""
+    template = requests.Request(
+        "POST", url, data=STATUS_BODY, headers={"Content-Type": "application/json"}
+    ).prepare()
+
+    async def run() -> int:
+        pool = KeepAlivePool(in_flight)
+        stop_at = time.perf_counter() + seconds
+        done = 0
+
+        async def lane() -> None:
+            nonlocal done
+            while time.perf_counter() < stop_at:
+                request = template.copy()
+                request.headers["Idempotency-Key"] = uuid.uuid4().hex
+                response = await pool.send(request, timeout=(3.05, 10.0))
+                if response.status_code != 200:
+                    raise RuntimeError(f"stand-in refused raw POSTs: HTTP {response.status_code}")
+                done += 1
+
+        await asyncio.gather(*(lane() for _ in range(in_flight)))
+        pool.close()
+        return done
+
+    loop = asyncio.new_event_loop()
+    cpu_began = time.process_time()
+    began = time.perf_counter()
+    try:
+        total = loop.run_until_complete(run())
+    finally:
+        loop.close()
+    return total, time.perf_counter() - began, time.process_time() - cpu_began
+
+
+def _session_poster(url: str) -> tuple[Callable[[str], int], Callable[[], None]]:
     """A function posting STATUS_BODY with an idempotency key, returning the status code."""
-    if client == "worker":
-        adapter = KeepAliveAdapter()
-        request = requests.Request(
-            "POST", url, data=STATUS_BODY, headers={"Content-Type": "application/json"}
-        ).prepare()
-
-        def post_prepared(key: str) -> int:
-            request.headers["Idempotency-Key"] = key
-            return adapter.send(request, timeout=(3.05, 10.0)).status_code
-
-        return post_prepared, adapter.close
     session = requests.Session()
     session.trust_env = False
     pool = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
@@ -147,14 +173,20 @@ def _poster(client: str, url: str) -> tuple[Callable[[str], int], Callable[[], N
 
 
 def http_posts(url: str, threads: int, seconds: float, client: str = "worker") -> dict[str, float]:
-    """POSTs/s through `client` (see HTTP_CLIENTS), one keep-alive connection per thread."""
+    """POSTs/s through `client` (see HTTP_CLIENTS): `threads` requests in flight at once.
+
+    The worker's client keeps them on one event loop; a Session needs a thread for each.
+    """
+    if client == "worker":
+        total, elapsed, cpu = _worker_posts(url, threads, seconds)
+        return _posts_figures(client, threads, total, elapsed, cpu)
     counts = [0] * threads
     start = threading.Barrier(threads + 1)
     stop = threading.Event()
     errors: list[str] = []
 
     def post_loop(index: int) -> None:
-        post, close = _poster(client, url)
+        post, close = _session_poster(url)
         start.wait()
         try:
             while not stop.is_set():
@@ -180,7 +212,12 @@ def http_posts(url: str, threads: int, seconds: float, client: str = "worker") -
     cpu = time.process_time() - cpu_began
     if errors:
         raise RuntimeError(f"stand-in refused raw POSTs: {errors[0]}")
-    total = sum(counts)
+    return _posts_figures(client, threads, sum(counts), elapsed, cpu)
+
+
+def _posts_figures(
+    client: str, threads: int, total: int, elapsed: float, cpu: float
+) -> dict[str, float]:
     return {
         "client": client,
         "threads": threads,

@@ -15,7 +15,7 @@ from bootstrap import Settings
 
 GENERATED_DEFAULTS = {
     "worker_id": "hostname + random suffix",
-    "rabbitmq_prefetch": "twice `WORKER_CAPACITY`",
+    "rabbitmq_prefetch": "`WORKER_CAPACITY` + `STATUS_MAX_IN_FLIGHT` + 10",
 }
 
 

@@ -3,12 +3,14 @@
 import threading
 from datetime import UTC, datetime, timedelta
 
-from adapters.memory import InMemorySource
+from adapters.memory import InMemoryJobMemory, InMemorySource, InMemoryStatusReporter
 from application.ports import (
     Delivery,
     Heartbeat,
     HeartbeatFailed,
     HeartbeatSink,
+    JobMemoryUnavailable,
+    JobObserver,
     OnHandled,
     Settlement,
     StatusReporter,
@@ -65,14 +67,106 @@ class FullOutboxStatusReporter(StatusReporter):
         if on_handled is not None:
             on_handled()
 
-    def accepting(self) -> bool:
-        return self._room.is_set()
+    def pause_reason(self) -> str | None:
+        return None if self._room.is_set() else "status outbox is full (100000 updates)"
 
     def backlog(self) -> int:
         return 0 if self._room.is_set() else 100_000
 
     def make_room(self) -> None:
         self._room.set()
+
+
+class UnwritableJobMemory(InMemoryJobMemory):
+    """A job memory on a full disk until `recover()`: it cannot count a start, and says why.
+
+    While it is unwritable `pause_reason` gives `reason` and `record_start` raises
+    `JobMemoryUnavailable`, as `SqliteJobMemory` does when SQLite answers "database or disk is
+    full"; `start_attempts` counts the starts asked for meanwhile.
+    """
+
+    def __init__(
+        self, reason: str = "job memory cannot be written: database or disk is full"
+    ) -> None:
+        super().__init__()
+        self.reason = reason
+        self.start_attempts = 0
+        self._writable = threading.Event()
+
+    def record_start(self, job_id: str) -> int:
+        if not self._writable.is_set():
+            self.start_attempts += 1
+            raise JobMemoryUnavailable(self.reason)
+        return super().record_start(job_id)
+
+    def pause_reason(self) -> str | None:
+        return None if self._writable.is_set() else self.reason
+
+    def recover(self) -> None:
+        self._writable.set()
+
+
+class RaisingStatusReporter(StatusReporter):
+    """A reporter that breaks on the `fail_on`-th update (1-based), once, with `error`.
+
+    When `handle_first` is set it calls that update's `on_handled` before raising, standing in
+    for a fault after the settlement is already on its way. Every update it was given,
+    including the one it broke on, is in `updates`; the others are handled at once.
+    """
+
+    def __init__(
+        self, fail_on: int = 1, error: BaseException | None = None, *, handle_first: bool = False
+    ) -> None:
+        self.fail_on = fail_on
+        self.error = error if error is not None else RuntimeError("status reporter broke")
+        self.handle_first = handle_first
+        self.updates: list[StatusUpdate] = []
+
+    def report(self, update: StatusUpdate, on_handled: OnHandled | None = None) -> None:
+        self.updates.append(update)
+        breaking = len(self.updates) == self.fail_on
+        if on_handled is not None and (not breaking or self.handle_first):
+            on_handled()
+        if breaking:
+            raise self.error
+
+
+class PauseFromTheSecondLookReporter(InMemoryStatusReporter):
+    """A reporter whose outbox fills up just as the first job thread has looked and found room.
+
+    That first look is held until another job thread has paused the worker, the interleaving
+    a busy machine produces now and then: one thread checked a moment before the pause began,
+    the next one a moment after. The outbox never gets room again.
+    """
+
+    reason = "status outbox is full (test)"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._look_lock = threading.Lock()
+        self._looked = False
+        self.someone_paused = threading.Event()
+        """The test sets it once another job thread has paused (logged "not taking new jobs")."""
+
+    def pause_reason(self) -> str | None:
+        if not threading.current_thread().name.startswith("job-"):
+            return self.reason if self._looked else None
+        with self._look_lock:
+            first, self._looked = not self._looked, True
+        if first:
+            self.someone_paused.wait(5)
+            return None
+        return self.reason
+
+
+class RaisingObserver(JobObserver):
+    """A metrics observer with a bug: it raises whenever a job ends, breaking its own contract."""
+
+    def job_started(self, queue: str, waited_s: float) -> None:
+        pass
+
+    def job_finished(self, job_type: str, outcome: str, duration_s: float, queue: str) -> None:
+        raise RuntimeError(f"observer broke on a {outcome} job")
 
 
 class FailingHeartbeatSink(HeartbeatSink):

@@ -10,13 +10,19 @@ from pathlib import Path
 
 import orjson
 
-from application.ports import JobMemory, StatusUpdate
+from application.ports import JobMemory, JobMemoryUnavailable, StatusUpdate
 
 log = logging.getLogger(__name__)
 
 JOB_MEMORY_FILENAME = "job-memory.sqlite3"
 MAX_BATCH = 500
 """Most final statuses written in one transaction."""
+RETRY_SECONDS = 1.0
+"""How often writes that failed (a full disk) are tried again."""
+MAX_UNWRITTEN = 100_000
+"""Most final statuses kept in memory while the disk refuses them; older ones are let go."""
+CLOSE_SECONDS = 5.0
+"""Longest `close` waits for the writer: a shutdown must end within its grace period."""
 
 
 class LocalStateUnavailable(Exception):
@@ -49,12 +55,19 @@ class SqliteJobMemory(JobMemory):
     Rows beyond `capacity` are dropped oldest first, in batches of a tenth of it. Final
     statuses are written by one thread, as many per transaction as have queued up meanwhile:
     a commit per job would cost more than the job itself.
+
+    A write the disk refuses (full, failing) is not lost: its statuses stay queued and are
+    written once it can, every `RETRY_SECONDS`, and `pause_reason` says why meanwhile, so the
+    worker starts nothing it could not count. Their messages are acknowledged all the same:
+    their statuses are safe at the API or in the outbox, and the memory only matters for a
+    redelivery, which an acknowledged message never gets.
     """
 
     def __init__(self, directory: str | Path, capacity: int = 100_000) -> None:
         self._capacity = capacity
         self._prune_batch = max(1, capacity // 10)
         self._lock = threading.Lock()
+        self._path = Path(directory) / JOB_MEMORY_FILENAME
         self._db = open_database(Path(directory), JOB_MEMORY_FILENAME, "NORMAL")
         try:
             self._db.execute(
@@ -67,6 +80,7 @@ class SqliteJobMemory(JobMemory):
             self._count: int = self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
         except sqlite3.Error as exc:
             raise LocalStateUnavailable(f"{JOB_MEMORY_FILENAME} in {directory}: {exc}") from exc
+        self._problem: str | None = None
         self._queue: queue.SimpleQueue[tuple[StatusUpdate, Callable[[], None]] | None] = (
             queue.SimpleQueue()
         )
@@ -75,59 +89,108 @@ class SqliteJobMemory(JobMemory):
 
     def record_start(self, job_id: str) -> int:
         with self._lock:
-            row = self._db.execute(
-                "INSERT INTO jobs (job_id, starts) VALUES (?, 1)"
-                " ON CONFLICT (job_id) DO UPDATE"
-                " SET starts = CASE WHEN final IS NULL THEN starts + 1 ELSE 1 END, final = NULL"
-                " RETURNING starts",
-                (job_id,),
-            ).fetchone()
-            starts: int = row[0]
-            if starts == 1:
-                self._added()
-            return starts
+            try:
+                row = self._db.execute(
+                    "INSERT INTO jobs (job_id, starts) VALUES (?, 1)"
+                    " ON CONFLICT (job_id) DO UPDATE"
+                    " SET starts = CASE WHEN final IS NULL THEN starts + 1 ELSE 1 END,"
+                    " final = NULL"
+                    " RETURNING starts",
+                    (job_id,),
+                ).fetchone()
+                starts: int = row[0]
+                if starts == 1:
+                    self._added()
+            except sqlite3.Error as exc:
+                raise JobMemoryUnavailable(self._failed(exc)) from exc
+        self._recovered()
+        return starts
 
     def remember(self, update: StatusUpdate, then: Callable[[], None]) -> None:
         self._queue.put((update, then))
 
+    def pause_reason(self) -> str | None:
+        return self._problem
+
     def _write_loop(self) -> None:
-        while (first := self._queue.get()) is not None:
-            batch = [first]
-            while len(batch) < MAX_BATCH:
+        unwritten: list[tuple[str, bytes]] = []
+        while True:
+            try:
+                first = self._queue.get(timeout=RETRY_SECONDS if self._problem else None)
+            except queue.Empty:
+                if self._write(unwritten):
+                    unwritten = []
+                continue
+            batch = [] if first is None else [first]
+            while first is not None and len(batch) < MAX_BATCH:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
-                    self._queue.put(None)  # finish this batch, then stop
+                    first = None  # finish this batch, then stop
                     break
                 batch.append(item)
-            self._write(batch)
-
-    def _write(self, batch: list[tuple[StatusUpdate, Callable[[], None]]]) -> None:
-        rows = [(update.job_id, orjson.dumps(update.to_json())) for update, _ in batch]
-        try:
-            with self._lock:
-                self._db.execute("BEGIN")
-                self._db.executemany(
-                    "INSERT INTO jobs (job_id, final) VALUES (?, ?)"
-                    " ON CONFLICT (job_id) DO UPDATE SET final = excluded.final, starts = 0",
-                    rows,
+            # An exact-size copy: orjson's bytes keep a 4 KiB buffer (see the status reporter).
+            unwritten += [
+                (u.job_id, bytes(memoryview(orjson.dumps(u.to_json())))) for u, _ in batch
+            ]
+            if self._write(unwritten):
+                unwritten = []
+            elif len(unwritten) > MAX_UNWRITTEN:
+                log.warning(
+                    "job memory forgets %d finished job(s) it could not write",
+                    len(unwritten) - MAX_UNWRITTEN,
                 )
-                self._db.execute("COMMIT")
-                for _ in rows:
-                    self._added()
-        except sqlite3.Error:
-            # The memory guards against rare redeliveries; failing to keep it must not hold
-            # up acknowledgements.
-            log.exception("could not remember %d finished job(s)", len(rows))
-            with self._lock, contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-        for _, then in batch:
+                del unwritten[:-MAX_UNWRITTEN]
+            for _, then in batch:
+                try:
+                    then()
+                except Exception:
+                    log.exception("continuation after remembering a job failed")
+            if first is None:
+                return
+
+    def _write(self, rows: list[tuple[str, bytes]]) -> bool:
+        """Write `rows` in one transaction (none: a probe); True when the disk took it."""
+        with self._lock:
             try:
-                then()
-            except Exception:
-                log.exception("continuation after remembering a job failed")
+                self._db.execute("BEGIN")
+                if rows:
+                    self._db.executemany(
+                        "INSERT INTO jobs (job_id, final) VALUES (?, ?)"
+                        " ON CONFLICT (job_id) DO UPDATE SET final = excluded.final, starts = 0",
+                        rows,
+                    )
+                    for _ in rows:
+                        self._added()
+                else:
+                    # Nothing waits to be written: touch the header to learn if writes work.
+                    self._db.execute("PRAGMA user_version = 0")
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                self._failed(exc)
+                return False
+        self._recovered()
+        return True
+
+    def _failed(self, exc: sqlite3.Error) -> str:
+        problem = f"job memory {self._path} cannot be written: {exc}"
+        if self._problem is None:
+            log.error(
+                "%s; taking no new jobs until it can (retrying every %.0f s)",
+                problem,
+                RETRY_SECONDS,
+            )
+        self._problem = problem
+        return problem
+
+    def _recovered(self) -> None:
+        if self._problem is not None:
+            self._problem = None
+            log.info("job memory %s is writable again", self._path)
 
     def recall(self, job_id: str) -> StatusUpdate | None:
         with self._lock:
@@ -138,7 +201,10 @@ class SqliteJobMemory(JobMemory):
 
     def close(self) -> None:
         self._queue.put(None)
-        self._writer.join(timeout=30)
+        self._writer.join(timeout=CLOSE_SECONDS)
+        if self._writer.is_alive():
+            log.warning("job memory writer did not finish within %.0f s", CLOSE_SECONDS)
+            return
         with self._lock:
             self._db.close()
 

@@ -1,5 +1,6 @@
 """Turns a message body into a `Job`, or says in one line why it is not one."""
 
+import json
 from typing import Any
 
 import orjson
@@ -40,7 +41,14 @@ def parse_job(body: bytes) -> Job:
         # and nesting deeper than 1024 levels (the stdlib would raise RecursionError).
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidMessage(f"message body is not valid UTF-8 JSON: {exc}") from None
+        lenient = _lenient_parse(body)
+        if lenient is None:
+            raise InvalidMessage(f"message body is not valid UTF-8 JSON: {exc}") from None
+        found, problem = lenient
+        raise InvalidMessage(
+            f"message body is not valid JSON: {problem}",
+            job_id=_readable_id(found) if isinstance(found, dict) else None,
+        ) from None
     if not isinstance(data, dict):
         raise InvalidMessage(f"message body is {json_kind(data)}, not a JSON object")
     readable_id = _readable_id(data)
@@ -66,6 +74,49 @@ def more_problems(count: int) -> str:
     if count < 2:
         return ""
     return f" (and {count - 1} more problem{'s' if count > 2 else ''})"
+
+
+def job_id_of(body: bytes) -> str | None:
+    """The job id a body names, if one can be read at all (for log lines about it)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        lenient = _lenient_parse(body) if len(body) <= MAX_MESSAGE_BYTES else None
+        data = lenient[0] if lenient is not None else None
+    return _readable_id(data) if isinstance(data, dict) else None
+
+
+def _lenient_parse(body: bytes) -> tuple[Any, str] | None:
+    """What a lenient reader makes of a body strict JSON refused, and what it had to forgive.
+
+    Forgives what common encoders write by mistake: NaN and ±Infinity (Python's `json.dumps`
+    writes them by default) and a UTF-8 byte-order mark. None when that is not enough.
+    The result only serves to name the job in a `failed` status: the message is still
+    refused, and NaN is still no number.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    forgiven: list[str] = []
+    if text.startswith("\ufeff"):
+        text = text[1:]
+        forgiven.append("it starts with a UTF-8 byte-order mark")
+    constants: list[str] = []
+
+    def constant(name: str) -> None:
+        constants.append(name)
+
+    try:
+        data = json.loads(text, parse_constant=constant)
+    except (ValueError, RecursionError):
+        return None
+    if constants:
+        names = ", ".join(dict.fromkeys(constants))
+        forgiven.append(f"it holds {names}, which JSON has no place for (send a number or null)")
+    if not forgiven:
+        return None
+    return data, "; ".join(forgiven)
 
 
 def _readable_id(data: dict[str, Any]) -> str | None:

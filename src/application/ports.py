@@ -187,9 +187,12 @@ class StatusReporter(abc.ABC):
     def report(self, update: StatusUpdate, on_handled: OnHandled | None = None) -> None:
         """Accept `update` for delivery."""
 
-    def accepting(self) -> bool:
-        """False while the reporter cannot take more work (its outbox is full)."""
-        return True
+    def pause_reason(self) -> str | None:
+        """Why the worker must take no new jobs now (outbox full or unwritable), or None.
+
+        Updates already reported are still carried; the worker resumes once this is None.
+        """
+        return None
 
     def backlog(self) -> int:
         """Updates accepted but not yet delivered (in memory or in the outbox)."""
@@ -207,6 +210,10 @@ class StatusReporter(abc.ABC):
         """Release resources; updates not yet delivered stay in the durable outbox."""
 
 
+class JobMemoryUnavailable(Exception):
+    """Raised when the job memory cannot write what it must keep (a full or failing disk)."""
+
+
 class JobMemory(abc.ABC):
     """What a worker remembers of recent jobs, across its own restarts where it can.
 
@@ -218,12 +225,20 @@ class JobMemory(abc.ABC):
 
     @abc.abstractmethod
     def record_start(self, job_id: str) -> int:
-        """Note that `job_id` starts now; returns its starts without an outcome, this one too."""
+        """Note that `job_id` starts now; returns its starts without an outcome, this one too.
+
+        Raises `JobMemoryUnavailable` when the start cannot be kept: the job must not start.
+        """
 
     @abc.abstractmethod
     def remember(self, update: StatusUpdate, then: Callable[[], None]) -> None:
         """Keep `update` (a final status) for its job, ending its count of starts; call `then`
-        once it is kept (maybe later, from another thread), even if keeping it failed."""
+        once it is kept (maybe later, from another thread). If it cannot be kept now, `then`
+        is still called (the status itself is safe) and the update is kept once it can be."""
+
+    def pause_reason(self) -> str | None:
+        """Why the worker must take no new jobs now (the memory cannot write), or None."""
+        return None
 
     @abc.abstractmethod
     def recall(self, job_id: str) -> StatusUpdate | None:
@@ -252,6 +267,8 @@ class Heartbeat:
     broker_connected: bool = True
     outbox_depth: int = 0
     accepting_jobs: bool = True
+    problems: tuple[str, ...] = ()
+    """What keeps the worker from its work (as `/readyz` lists it); empty when all is well."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -270,6 +287,7 @@ class Heartbeat:
             "brokerConnected": self.broker_connected,
             "outboxDepth": self.outbox_depth,
             "acceptingJobs": self.accepting_jobs,
+            "problems": list(self.problems),
         }
 
 

@@ -2,16 +2,18 @@
 
 import logging
 import random
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from application.clock import Clock
 from application.job_types import JOB_TYPES, run_job
-from application.messages import parse_job
+from application.messages import job_id_of, parse_job
 from application.ports import (
     Delivery,
     JobMemory,
+    JobMemoryUnavailable,
     JobObserver,
     MessageSource,
     Settlement,
@@ -69,8 +71,34 @@ class JobProcessor:
         self._max_attempts = max_attempts
         self._job_types = job_types
 
-    def process(self, delivery: Delivery) -> None:
-        """Handle one delivery completely; never raises."""
+    def process(self, delivery: Delivery) -> bool:
+        """Handle one delivery completely; never raises. False when something escaped.
+
+        Whatever escapes the steps below (a reporter that cannot write, a bug) hands the
+        delivery back to the broker, unless its settlement is already on its way, and is
+        logged with the job id: the broker redelivers it, and the job thread carries on.
+        """
+        settlement = _SettleOnce(self._source, delivery)
+        try:
+            self._process(delivery, settlement)
+        except BaseException as exc:
+            try:
+                handed_back = settlement(Settlement.REQUEUE, None)
+            except Exception:  # the source is broken too; the broker redelivers on reconnect
+                handed_back = False
+            log.error(
+                "job %s from %s: %s escaped its processing; %s",
+                job_id_of(delivery.body) or "(no readable id)",
+                delivery.queue,
+                type(exc).__name__,
+                "handed it back to the broker" if handed_back else "its settlement was on its way",
+                exc_info=exc,
+                extra={"job_id": job_id_of(delivery.body), "queue": delivery.queue},
+            )
+            return False
+        return True
+
+    def _process(self, delivery: Delivery, settle: "_SettleOnce") -> None:
         started = self._clock.monotonic()
         if delivery.received_at is not None:
             for observer in self._observers:
@@ -78,28 +106,36 @@ class JobProcessor:
         try:
             job = parse_job(delivery.body)
         except InvalidMessage as exc:
-            self._reject_message(delivery, exc, started)
+            self._reject_message(delivery, settle, exc, started)
             return
         if job.type not in self._job_types:
             error = str(UnknownJobType.naming(job.type, JOB_TYPES))
-            self._reject_message(delivery, InvalidMessage(error, job_id=job.id), started)
+            self._reject_message(delivery, settle, InvalidMessage(error, job_id=job.id), started)
             return
-        if delivery.is_redelivery and self._rereport(job, delivery):
+        if delivery.is_redelivery and self._rereport(job, delivery, settle):
             return
-        give_up = self._poison_verdict(job, delivery)
+        try:
+            give_up = self._poison_verdict(job, delivery)
+        except JobMemoryUnavailable as exc:
+            # Its start could not be counted: running it could loop a crashing job forever.
+            log.warning("job %s handed back unstarted: %s", job.id, exc, extra={"job_id": job.id})
+            settle(Settlement.REQUEUE, None)
+            return
         if give_up is not None:
-            self._finish(job, delivery, started, error=give_up)
+            self._finish(job, delivery, settle, started, error=give_up)
             return
         self._report(job, delivery, JobStatus.RUNNING, progress=0)
         try:
             result = self._run(job.type, job.payload)
         except JobError as exc:
-            self._finish(job, delivery, started, error=str(exc))
+            self._finish(job, delivery, settle, started, error=str(exc))
         except Exception as exc:  # a handler bug must fail the job, not the worker
             log.exception("job %s (%s) crashed its handler", job.id, job.type)
-            self._finish(job, delivery, started, error=f"internal error: {type(exc).__name__}")
+            self._finish(
+                job, delivery, settle, started, error=f"internal error: {type(exc).__name__}"
+            )
         else:
-            self._finish(job, delivery, started, result=result)
+            self._finish(job, delivery, settle, started, result=result)
 
     def close(self) -> None:
         """Finish keeping outcomes still queued, so their messages get settled."""
@@ -130,7 +166,7 @@ class JobProcessor:
             )
         return None
 
-    def _rereport(self, job: Job, delivery: Delivery) -> bool:
+    def _rereport(self, job: Job, delivery: Delivery, settle: "_SettleOnce") -> bool:
         """A redelivered job that already finished here: report its stored outcome again."""
         previous = self._memory.recall(job.id)
         if previous is None:
@@ -143,10 +179,13 @@ class JobProcessor:
         )
         failed = previous.status is JobStatus.FAILED
         settlement = Settlement.DEAD_LETTER if failed else Settlement.ACK
-        self._reporter.report(previous, self._settler(delivery, settlement, previous.error_message))
+        reason = previous.error_message
+        self._reporter.report(previous, settle.later(settlement, reason))
         return True
 
-    def _reject_message(self, delivery: Delivery, exc: InvalidMessage, started: float) -> None:
+    def _reject_message(
+        self, delivery: Delivery, settle: "_SettleOnce", exc: InvalidMessage, started: float
+    ) -> None:
         duration_ms = self._elapsed_ms(started)
         self._stats.record(failed=True, duration_ms=duration_ms)
         log.warning(
@@ -157,19 +196,19 @@ class JobProcessor:
         )
         for observer in self._observers:
             observer.job_finished("invalid", "dead-lettered", duration_ms / 1000, delivery.queue)
-        settle = self._settler(delivery, Settlement.DEAD_LETTER, exc.reason)
         if exc.job_id is None:
-            settle()
+            settle(Settlement.DEAD_LETTER, exc.reason)
             return
         update = self._update(
             Job(id=exc.job_id, type=""), delivery, JobStatus.FAILED, error_message=exc.reason
         )
-        self._reporter.report(update, settle)
+        self._reporter.report(update, settle.later(Settlement.DEAD_LETTER, exc.reason))
 
     def _finish(
         self,
         job: Job,
         delivery: Delivery,
+        settle: "_SettleOnce",
         started: float,
         *,
         result: dict[str, Any] | None = None,
@@ -211,9 +250,10 @@ class JobProcessor:
             progress=100,
             duration_ms=round(duration_ms, 3),
         )
-        settle = self._settler(delivery, settlement, error)
         # Remembered before the ack: if we die in between, the redelivery is recognised.
-        self._reporter.report(update, lambda: self._memory.remember(update, settle))
+        self._reporter.report(
+            update, lambda: self._memory.remember(update, settle.later(settlement, error))
+        )
 
     def _report(self, job: Job, delivery: Delivery, status: JobStatus, **fields: Any) -> None:
         self._reporter.report(self._update(job, delivery, status, **fields))
@@ -233,13 +273,34 @@ class JobProcessor:
             **fields,
         )
 
-    def _settler(
-        self, delivery: Delivery, outcome: Settlement, reason: str | None
-    ) -> Callable[[], None]:
-        return lambda: self._source.settle(delivery, outcome, reason)
-
     def _elapsed_ms(self, started: float) -> float:
         return (self._clock.monotonic() - started) * 1000
+
+
+class _SettleOnce:
+    """Settles one delivery at most once, whichever thread asks first."""
+
+    __slots__ = ("_claim", "_delivery", "_source")
+
+    def __init__(self, source: MessageSource, delivery: Delivery) -> None:
+        self._source = source
+        self._delivery = delivery
+        self._claim = threading.Lock()  # acquired once, never released: a one-shot flag
+
+    def __call__(self, outcome: Settlement, reason: str | None) -> bool:
+        """Settle with `outcome`; False (and nothing sent) if it was settled already."""
+        if not self._claim.acquire(blocking=False):
+            return False
+        self._source.settle(self._delivery, outcome, reason)
+        return True
+
+    def later(self, outcome: Settlement, reason: str | None) -> Callable[[], None]:
+        """A callback that settles with `outcome` when it is called (once a status is safe)."""
+
+        def settle() -> None:
+            self(outcome, reason)
+
+        return settle
 
 
 def _run_with_system_randomness(job_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:

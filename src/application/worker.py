@@ -10,6 +10,7 @@ from application.ports import (
     Heartbeat,
     HeartbeatFailed,
     HeartbeatSink,
+    JobMemory,
     MessageSource,
     Settlement,
     StatusReporter,
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 
 RECEIVE_POLL_SECONDS = 0.25
 """How long a job thread waits for a delivery before it looks at the stop flag again."""
+
+PAUSE_POLL_SECONDS = 0.5
+"""How often a paused job thread looks again whether it may take jobs."""
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,12 @@ class Worker:
         identity: WorkerIdentity,
         config: WorkerConfig,
         clock: Clock,
+        memory: JobMemory,
     ) -> None:
         self._source = source
         self._reporter = reporter
         self._heartbeats = heartbeats
+        self._memory = memory
         self._processor = processor
         self._stats = stats
         self._identity = identity
@@ -64,7 +70,8 @@ class Worker:
         self._clock = clock
         self._stop = threading.Event()
         self._draining = False
-        self._paused = False
+        self._pause_lock = threading.Lock()
+        self._paused_for: str | None = None
         self._heartbeat_failing = False
 
     @property
@@ -119,39 +126,80 @@ class Worker:
             version=self._config.version,
             broker_connected=self._source.status().connected,
             outbox_depth=self._reporter.backlog(),
-            accepting_jobs=self._reporter.accepting(),
+            accepting_jobs=self.pause_reason() is None,
+            problems=tuple(self.readiness()),
         )
+
+    def pause_reason(self) -> str | None:
+        """Why no new job may start now (its status or its memory could not be kept), or None."""
+        return self._reporter.pause_reason() or self._memory.pause_reason()
+
+    def readiness(self) -> list[str]:
+        """What keeps this worker from doing its work now; empty when it is ready."""
+        problems = []
+        status = self._source.status()
+        if not status.connected:
+            problems.append("not connected to the broker")
+        elif not status.consuming:
+            problems.append("not consuming")
+        for reason in (self._reporter.pause_reason(), self._memory.pause_reason()):
+            if reason is not None:
+                problems.append(reason)
+        return problems
 
     def _job_loop(self) -> None:
         while not self._stop.is_set():
-            if not self._reporter.accepting():
-                self._pause_while_outbox_full()
-                continue
-            delivery = self._source.receive(RECEIVE_POLL_SECONDS)
-            if delivery is None:
-                continue
-            if self._stop.is_set():
-                # Stop came while this thread was waiting: the job has not started, hand it back.
-                self._source.settle(delivery, Settlement.REQUEUE)
-                break
-            self._stats.started()
             try:
-                self._processor.process(delivery)
-            finally:
-                self._stats.finished()
+                self._take_one_job()
+            except BaseException:
+                # `process` settles its own delivery whatever happens; this is for the source,
+                # the reporter or the stats failing between jobs. The thread carries on, so the
+                # worker keeps its capacity; the pause keeps a lasting fault from spinning.
+                log.exception(
+                    "job thread %s hit an error between jobs", threading.current_thread().name
+                )
+                self._stop.wait(PAUSE_POLL_SECONDS)
 
-    def _pause_while_outbox_full(self) -> None:
-        if not self._paused:
-            self._paused = True
-            log.warning(
-                "status outbox is full (%d updates): not taking new jobs until it drains",
-                self._reporter.backlog(),
-            )
-        if self._stop.wait(0.5) or not self._reporter.accepting():
+    def _take_one_job(self) -> None:
+        reason = self.pause_reason()
+        if reason is not None:
+            self._pause(reason)
             return
-        if self._paused:
-            self._paused = False
-            log.info("status outbox has room again: taking jobs")
+        if self._paused_for is not None:
+            self._resume()
+        delivery = self._source.receive(RECEIVE_POLL_SECONDS)
+        if delivery is None:
+            return
+        if self._stop.is_set():
+            # Stop came while this thread was waiting: the job has not started, hand it back.
+            self._source.settle(delivery, Settlement.REQUEUE)
+            return
+        self._stats.started()
+        try:
+            completed = self._processor.process(delivery)
+        finally:
+            self._stats.finished()
+        if not completed:
+            # Something escaped and the delivery went back: if that keeps happening (a
+            # reporter that cannot write at all), don't hand the same job back in a hot loop.
+            self._stop.wait(PAUSE_POLL_SECONDS)
+
+    def _pause(self, reason: str) -> None:
+        with self._pause_lock:
+            first = self._paused_for is None
+            self._paused_for = reason
+        if first:
+            log.warning("not taking new jobs: %s", reason)
+        self._stop.wait(PAUSE_POLL_SECONDS)
+
+    def _resume(self) -> None:
+        with self._pause_lock:
+            # Another thread may have paused since this one looked: only a fresh look resumes.
+            if self.pause_reason() is not None:
+                return
+            reason, self._paused_for = self._paused_for, None
+        if reason is not None:
+            log.info("taking jobs again (was paused: %s)", reason)
 
     def _tick_loop(self) -> None:
         interval = self._config.heartbeat_interval

@@ -148,14 +148,14 @@ BAD: dict[str, tuple[str, bytes | dict[str, Any], str, str | None]] = {
     "NaN": (
         "job.high",
         b'{"id": "h-nan", "type": "sum", "payload": {"numbers": [NaN]}}',
-        "JSON",
-        None,
+        "not valid JSON: it holds NaN",
+        "h-nan",
     ),
     "Infinity": (
         "job.high",
         b'{"id": "h-inf", "type": "sum", "payload": {"numbers": [1, -Infinity]}}',
-        "JSON",
-        None,
+        "not valid JSON: it holds -Infinity",
+        "h-inf",
     ),
     "a 5,000-digit integer": (
         "job.medium",

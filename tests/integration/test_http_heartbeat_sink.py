@@ -58,6 +58,7 @@ def test_posts_every_spec_field_with_token_when_orchestrator_is_up(api):
         "brokerConnected": True,
         "outboxDepth": 0,
         "acceptingJobs": True,
+        "problems": [],
     }
     assert received.headers["authorization"] == f"Bearer {CANARY_TOKEN}"
     assert received.headers["content-type"] == "application/json"

@@ -34,7 +34,7 @@ def make_reporter(api: StandInApi, tmp_path: Path) -> Iterator[Callable[..., Htt
         options: dict[str, Any] = {
             "url": api.status_url,
             "outbox_dir": tmp_path / "outbox",
-            "lanes": 4,
+            "max_in_flight": 4,
             "connect_timeout": 1.0,
             "read_timeout": 2.0,
             "backoff_base": 0.05,
@@ -114,8 +114,10 @@ def test_sends_no_authorization_header_when_no_token_is_configured(make_reporter
     assert "authorization" not in api.statuses[0].headers
 
 
-def test_delivers_running_before_final_for_every_job_when_many_jobs_share_lanes(make_reporter, api):
-    reporter = make_reporter(lanes=4)
+def test_delivers_running_before_final_for_every_job_when_many_jobs_share_connections(
+    make_reporter, api
+):
+    reporter = make_reporter(max_in_flight=4)
     job_ids = [f"job-{n}" for n in range(200)]
     handled = Handled()
 
@@ -195,9 +197,9 @@ def test_replays_rows_left_on_disk_when_started_on_an_old_outbox(make_reporter, 
     assert [s.status for s in api.statuses] == ["running", "failed", "completed"]
 
 
-def test_writes_everything_left_in_lanes_to_outbox_when_closed(make_reporter, api, tmp_path):
+def test_writes_everything_not_yet_delivered_to_outbox_when_closed(make_reporter, api, tmp_path):
     api.hang()
-    reporter = make_reporter(read_timeout=0.3, lanes=1)
+    reporter = make_reporter(read_timeout=0.3, max_in_flight=1)
     for n in range(5):
         reporter.report(update(f"job-{n}"))
 
@@ -291,16 +293,16 @@ def test_stops_accepting_and_drops_nothing_when_outbox_is_full(make_reporter, ap
         reporter.report(update(f"job-{n}"), handled)
 
     assert handled.reached(10)
-    assert not reporter.accepting()
+    assert reporter.pause_reason() is not None
     assert reporter.backlog() == 10
     api.resume()
     assert wait_until(lambda: len(api.statuses) == 10)
-    assert wait_until(reporter.accepting)
+    assert wait_until(lambda: reporter.pause_reason() is None)
 
 
-def test_returns_false_from_flush_when_lanes_are_still_busy(make_reporter, api):
+def test_returns_false_from_flush_when_requests_are_still_in_flight(make_reporter, api):
     api.hang()
-    reporter = make_reporter(read_timeout=5.0, lanes=1)
+    reporter = make_reporter(read_timeout=5.0, max_in_flight=1)
     reporter.report(update("job-1"))
 
     flushed = reporter.flush(timeout=0.2)

@@ -1,5 +1,6 @@
-"""The keep-alive transport under requests: reuse, a server that drops idle connections, errors."""
+"""The asyncio keep-alive transport: reuse, a server that drops idle connections, errors, TLS."""
 
+import asyncio
 import socket
 import ssl
 import threading
@@ -9,91 +10,102 @@ import requests
 import trustme
 
 from adapters.http.stand_in_api import StandInApi
-from adapters.http.transport import MAX_RESPONSE_BYTES, KeepAliveAdapter
+from adapters.http.transport import MAX_RESPONSE_BYTES, KeepAlivePool
 from tests.support.http_wire import read_message
 
 
+class Client:
+    """A `KeepAlivePool` driven from a test: each call runs on the client's own event loop."""
+
+    def __init__(self, max_connections: int = 4, ssl_context: ssl.SSLContext | None = None):
+        self._loop = asyncio.new_event_loop()
+        self.pool = KeepAlivePool(max_connections, ssl_context)
+
+    def send(self, request: requests.PreparedRequest, timeout=(2, 5)) -> requests.Response:
+        return self._loop.run_until_complete(self.pool.send(request, timeout))
+
+    def send_all(self, requests_: list[requests.PreparedRequest]) -> list[requests.Response]:
+        async def all_at_once() -> list[requests.Response]:
+            return await asyncio.gather(*(self.pool.send(r, (2, 5)) for r in requests_))
+
+        return self._loop.run_until_complete(all_at_once())
+
+    def close(self) -> None:
+        self.pool.close()
+        self._loop.run_until_complete(asyncio.sleep(0))  # let the transports close
+        self._loop.close()
+
+
 @pytest.fixture
-def session():
-    with requests.Session() as session:
-        session.mount("http://", KeepAliveAdapter())
-        yield session
+def client():
+    made = Client()
+    yield made
+    made.close()
 
 
-def post(session: requests.Session, url: str, body: bytes = b'{"jobId": "x"}', **kwargs):
+def prepared(url: str, body: bytes = b'{"jobId": "x"}') -> requests.PreparedRequest:
     request = requests.Request("POST", url, data=body, headers={"Content-Type": "application/json"})
-    return session.send(request.prepare(), timeout=kwargs.pop("timeout", (2, 5)), **kwargs)
+    return request.prepare()
 
 
-def test_posts_many_requests_over_one_kept_alive_connection(session):
+def post(client: Client, url: str, body: bytes = b'{"jobId": "x"}', **kwargs):
+    return client.send(prepared(url, body), timeout=kwargs.pop("timeout", (2, 5)))
+
+
+def test_sends_again_on_a_fresh_connection_when_the_server_dropped_the_idle_one(client):
     with StandInApi() as api:
-        answers = [post(session, api.status_url).status_code for _ in range(50)]
-
-        assert answers == [200] * 50
-        assert len({r.headers.get("x-connection-id") for r in api.statuses} - {None}) <= 1
-        assert len(api.statuses) == 50
-
-
-def test_sends_again_on_a_fresh_connection_when_the_server_dropped_the_idle_one(session):
-    with StandInApi() as api:
-        assert post(session, api.status_url).status_code == 200
+        assert post(client, api.status_url).status_code == 200
         api.refuse()  # drops open connections
         api.resume()
 
-        response = post(session, api.status_url, body=b'{"jobId": "after-drop"}')
+        response = post(client, api.status_url, body=b'{"jobId": "after-drop"}')
 
         assert response.status_code == 200
         assert [s.job_id for s in api.statuses] == ["x", "after-drop"]
 
 
-def test_returns_the_api_answer_and_body_for_an_error_status(session):
+def test_returns_the_api_answer_and_body_for_an_error_status(client):
     with StandInApi() as api:
         api.answer(400, times=1, body='{"error": "bad jobId"}')
 
-        response = post(session, api.status_url)
+        response = post(client, api.status_url)
 
         assert response.status_code == 400
         assert response.json() == {"error": "bad jobId"}
 
 
-def test_raises_connection_error_when_nothing_listens(session):
+def test_raises_connection_error_when_nothing_listens(client):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
 
     with pytest.raises(requests.ConnectionError):
-        post(session, f"http://127.0.0.1:{port}/api/jobs/status")
+        post(client, f"http://127.0.0.1:{port}/api/jobs/status")
 
 
-def test_raises_read_timeout_when_the_server_does_not_answer(session):
+def test_raises_read_timeout_when_the_server_does_not_answer(client):
     with StandInApi() as api:
         api.hang(seconds=None)
         try:
             with pytest.raises(requests.ReadTimeout):
-                post(session, api.status_url, timeout=(2, 0.3))
+                post(client, api.status_url, timeout=(2, 0.3))
         finally:
             api.release()
 
 
-def test_keeps_one_connection_per_thread(session):
-    with StandInApi() as api:
-        errors: list[BaseException] = []
+def test_sends_requests_side_by_side_on_at_most_max_connections():
+    many = Client(max_connections=4)
+    try:
+        with StandInApi() as api:
+            api.hang(seconds=0.05)  # every answer takes a while, so requests overlap
 
-        def hammer() -> None:
-            try:
-                for _ in range(30):
-                    assert post(session, api.status_url).status_code == 200
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
+            answers = many.send_all([prepared(api.status_url) for _ in range(40)])
 
-        threads = [threading.Thread(target=hammer) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-        assert errors == []
-        assert len(api.statuses) == 120
+            assert [a.status_code for a in answers] == [200] * 40
+            assert len(api.statuses) == 40
+            assert 1 < len({status.connection for status in api.statuses}) <= 4
+    finally:
+        many.close()
 
 
 class ScriptedServer:
@@ -156,70 +168,79 @@ def scripted():
         server.close()
 
 
-def test_reads_a_chunked_answer_and_keeps_the_connection(session, scripted):
+def test_posts_many_requests_over_one_kept_alive_connection(client, scripted):
+    server = scripted(*[OK_EMPTY] * 50)
+
+    answers = [post(client, server.url).status_code for _ in range(50)]
+
+    assert answers == [200] * 50
+    assert server.connections == 1
+
+
+def test_reads_a_chunked_answer_and_keeps_the_connection(client, scripted):
     chunked = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     )
     server = scripted((chunked, False), (b"HTTP/1.1 204 No Content\r\n\r\n", False))
 
-    first = post(session, server.url)
-    second = post(session, server.url)
+    first = post(client, server.url)
+    second = post(client, server.url)
 
     assert (first.status_code, first.content, first.reason) == (200, b"hello world", "OK")
     assert second.status_code == 204
     assert server.connections == 1
 
 
-def test_reads_an_answer_whose_body_runs_until_the_server_closes(session, scripted):
+def test_reads_an_answer_whose_body_runs_until_the_server_closes(client, scripted):
     server = scripted(
         (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it", True),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", False),
     )
 
-    first = post(session, server.url)
-    second = post(session, server.url)
+    first = post(client, server.url)
+    second = post(client, server.url)
 
     assert first.content == b"all of it"
     assert second.content == b"ok"
     assert server.connections == 2
 
 
-def test_skips_an_interim_100_continue_answer(session, scripted):
+def test_skips_an_interim_100_continue_answer(client, scripted):
     server = scripted(
         (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", False)
     )
 
-    assert post(session, server.url).status_code == 201
+    assert post(client, server.url).status_code == 201
 
 
-def test_an_answer_cut_short_is_a_connection_error_not_a_partial_body(session, scripted):
+def test_an_answer_cut_short_is_a_connection_error_not_a_partial_body(client, scripted):
     server = scripted((b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", True))
 
     with pytest.raises(requests.ConnectionError, match="middle of its answer"):
-        post(session, server.url)
+        post(client, server.url)
 
 
-def test_an_answer_larger_than_the_limit_is_a_connection_error(session, scripted):
+def test_an_answer_larger_than_the_limit_is_a_connection_error(client, scripted):
     size = MAX_RESPONSE_BYTES + 1
     huge = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
     server = scripted((huge, True))
 
     with pytest.raises(requests.ConnectionError, match="larger than"):
-        post(session, server.url)
+        post(client, server.url)
 
 
-def test_garbage_instead_of_http_is_a_connection_error(session, scripted):
+def test_garbage_instead_of_http_is_a_connection_error(client, scripted):
     server = scripted((b"SSH-2.0-OpenSSH_9.6\r\n\r\n", True))
 
     with pytest.raises(requests.ConnectionError):
-        post(session, server.url)
+        post(client, server.url)
 
 
-def test_writes_the_request_line_host_headers_and_body_it_was_given(session, scripted):
+def test_writes_the_request_line_host_headers_and_body_it_was_given(client, scripted):
     server = scripted((b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False))
 
-    post(session, server.url + "?a=1", body=b'{"jobId": "q"}')
+    post(client, server.url + "?a=1", body=b'{"jobId": "q"}')
 
     head, _, body = server.requests[0].partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
@@ -230,12 +251,12 @@ def test_writes_the_request_line_host_headers_and_body_it_was_given(session, scr
     assert body == b'{"jobId": "q"}'
 
 
-def test_refuses_a_header_value_with_a_line_break_set_after_preparing(session):
+def test_refuses_a_header_value_with_a_line_break_set_after_preparing(client):
     request = requests.Request("POST", "http://127.0.0.1:9/x", data=b"{}").prepare()
     request.headers["Idempotency-Key"] = "a\r\nX-Evil: 1"
 
     with pytest.raises(requests.exceptions.InvalidHeader, match="line break"):
-        session.send(request, timeout=(1, 1))
+        client.send(request, timeout=(1, 1))
 
 
 OK_EMPTY = (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False)
@@ -252,37 +273,42 @@ def tls_server_context(ca: trustme.CA, name: str) -> ssl.SSLContext:
     return context
 
 
-def session_trusting(ca: trustme.CA) -> requests.Session:
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    session = requests.Session()
-    session.mount("https://", KeepAliveAdapter(ssl_context=client))
-    return session
+def client_trusting(ca: trustme.CA) -> Client:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return Client(ssl_context=context)
 
 
 def test_posts_over_tls_to_a_server_it_trusts_on_one_kept_alive_connection(scripted, ca):
     server = scripted(OK_EMPTY, OK_EMPTY, tls=tls_server_context(ca, "localhost"))
 
-    with session_trusting(ca) as session:
-        answers = [post(session, server.url).status_code for _ in range(2)]
+    trusting = client_trusting(ca)
+    try:
+        answers = [post(trusting, server.url).status_code for _ in range(2)]
+    finally:
+        trusting.close()
 
     assert answers == [200, 200]
     assert server.connections == 1
     assert server.requests[0].endswith(b'{"jobId": "x"}')
 
 
-def test_refuses_a_server_certificate_it_does_not_trust(session, scripted, ca):
+def test_refuses_a_server_certificate_it_does_not_trust(client, scripted, ca):
     server = scripted(OK_EMPTY, tls=tls_server_context(ca, "localhost"))
-    session.mount("https://", KeepAliveAdapter())  # the system's trust store only
+    # The client fixture trusts the system's store only.
 
     with pytest.raises(requests.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
-        post(session, server.url)
+        post(client, server.url)
     assert server.requests == []
 
 
 def test_refuses_a_certificate_issued_for_another_host_name(scripted, ca):
     server = scripted(OK_EMPTY, tls=tls_server_context(ca, "status.example.com"))
 
-    with session_trusting(ca) as session, pytest.raises(requests.ConnectionError):
-        post(session, server.url)
+    trusting = client_trusting(ca)
+    try:
+        with pytest.raises(requests.ConnectionError):
+            post(trusting, server.url)
+    finally:
+        trusting.close()
     assert server.requests == []

@@ -42,14 +42,26 @@ def test_runs_several_processes_restarts_a_crashed_one_and_drains_all_on_sigterm
     assert "all worker processes stopped" in supervisor.log()
 
 
-def test_worker_processes_run_with_two_malloc_arenas_by_default(
+def malloc_arenas(pid: int) -> int:
+    """glibc arenas besides the main one: each is a 64 MiB-aligned anonymous heap mapping."""
+    heap = 64 << 20
+    starts = set()
+    with open(f"/proc/{pid}/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if len(fields) == 5 and start % heap == 0 and end - start <= heap:
+                starts.add(start)
+    return len(starts)
+
+
+def test_worker_processes_run_with_two_malloc_arenas_unless_told_otherwise(
     api: StandInApi, start_worker: StartWorker
 ):
     supervisor = start_worker(worker_processes=2, worker_id="vm1")
-    assert api.wait_for(lambda: len({h.body["workerId"] for h in api.heartbeats}) == 2, 60)
+    uncapped = start_worker(worker_id="uncapped", malloc_arena_max=8)
+    assert api.wait_for(lambda: len({h.body["workerId"] for h in api.heartbeats}) == 3, 60)
 
-    for pid in child_pids(supervisor.pid):
-        with open(f"/proc/{pid}/environ", "rb") as handle:
-            environ = handle.read().split(b"\0")
-        assert b"MALLOC_ARENA_MAX=2" in environ
+    assert [malloc_arenas(pid) for pid in child_pids(supervisor.pid)] == [1, 1]
+    assert malloc_arenas(uncapped.pid) > 1  # the job threads would each get one
     assert supervisor.terminate(timeout=60) == 0

@@ -1,7 +1,9 @@
 """A durable, ordered local outbox (SQLite) for status updates the API could not take yet."""
 
+import contextlib
 import sqlite3
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +74,7 @@ class Outbox:
 
     def append(self, job_id: str, idempotency_key: str, body: bytes) -> int:
         """Store one update durably; returns its sequence number."""
-        with self._lock:
+        with self._lock, self._writing("write"):
             cursor = self._db.execute(
                 "INSERT INTO outbox (job_id, idempotency_key, body) VALUES (?, ?, ?)",
                 (job_id, idempotency_key, body),
@@ -82,9 +84,23 @@ class Outbox:
         assert seq is not None
         return seq
 
+    def append_many(self, rows: Sequence[tuple[str, str, bytes]]) -> None:
+        """Store updates durably, in this order, in one transaction: all of them or none."""
+        with self._lock, self._writing("write"):
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO outbox (job_id, idempotency_key, body) VALUES (?, ?, ?)", rows
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            self._count += len(rows)
+
     def peek(self, limit: int) -> list[OutboxRow]:
         """The oldest `limit` rows, oldest first, left in place."""
-        with self._lock:
+        with self._lock, self._writing("read"):
             rows = self._db.execute(
                 "SELECT seq, job_id, idempotency_key, body FROM outbox ORDER BY seq LIMIT ?",
                 (limit,),
@@ -95,7 +111,7 @@ class Outbox:
         """Forget the given rows (delivered, or refused for good) in one transaction."""
         if not seqs:
             return
-        with self._lock:
+        with self._lock, self._writing("delete from"):
             self._db.execute("BEGIN")
             try:
                 deleted = self._db.executemany(
@@ -103,7 +119,7 @@ class Outbox:
                 ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
             self._count -= deleted
 
@@ -120,6 +136,19 @@ class Outbox:
         """Close the database; rows stay on disk for the next `Outbox` on this directory."""
         with self._lock:
             self._db.close()
+
+    @contextlib.contextmanager
+    def _writing(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            # A full disk (SQLITE_FULL), an I/O error, a file taken away: the caller keeps the
+            # update and tries again later; the message reads "…: database or disk is full".
+            raise OutboxUnavailable(f"status outbox {self.path} cannot {action}: {exc}") from exc
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
 
     def __repr__(self) -> str:
         return f"Outbox({str(self.directory)!r}, max_items={self.max_items})"
