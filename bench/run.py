@@ -422,13 +422,24 @@ def _run_round(
         if slow_reference is not None:
             results.write(_latency_name("reference", latency_ms), round_no, slow_reference)
     if options.priority:
-        results.write(
-            "priority",
-            round_no,
-            run_priority(
-                broker, api, work, options.priority_low, options.priority_high, capacity, round_no
-            ),
-        )
+        _run_priorities(options, broker, api, work, round_no, results, baseline)
+
+
+def _run_priorities(
+    options: Options,
+    broker: Broker,
+    api: StandInProcess,
+    work: Path,
+    round_no: int,
+    results: _Results,
+    baseline: Baseline | None,
+) -> None:
+    """The priority scenario against this worker, then against the baseline's."""
+    sizes = (options.priority_low, options.priority_high, options.capacity, round_no)
+    results.write("priority", round_no, run_priority(broker, api, work, *sizes))
+    if baseline is not None:
+        old = run_priority(broker, api, work, *sizes, kind="baseline", baseline_src=baseline.src)
+        results.write("baseline_priority", round_no, old)
 
 
 def _latency_name(kind: str, latency_ms: float) -> str:
@@ -522,6 +533,24 @@ def _table_rows(records: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, 
             ("baseline", "jobs_per_s", f"baseline worker jobs/s ({ref})"[:45], "{:,.0f}"),
             ("baseline", "cpu_ms_per_job", "  baseline CPU ms per job", "{:.3f}"),
             ("baseline", "peak_rss_mb", "  baseline peak RSS MiB", "{:.1f}"),
+            (
+                "baseline_priority",
+                "priority_inversions_by_worker_timestamp",
+                "  baseline inversions by worker timestamps",
+                "{:,.0f}",
+            ),
+            (
+                "baseline_priority",
+                "priority_inversions_while_high_waiting",
+                "  baseline inversions while a high job waited",
+                "{:,.0f}",
+            ),
+            (
+                "baseline_priority",
+                "single_high_start_ms_p95",
+                "  baseline single high job publish->start p95",
+                "{:.1f}",
+            ),
         ]
     latencies = sorted(
         {

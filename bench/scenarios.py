@@ -344,8 +344,13 @@ def run_priority(
     high_jobs: int,
     capacity: int,
     round_no: int,
+    *,
+    kind: str = "worker",
+    baseline_src: Path | None = None,
 ) -> dict[str, Any]:
-    """A burst of high jobs into a worker busy with a low backlog: inversions and latency."""
+    """A burst of high jobs into a worker busy with a low backlog: inversions and latency.
+
+    `kind` and `baseline_src` as in UnderTest: the baseline runs the same scenario."""
     reset_job_queues(broker)
     api.clear()
     low_ids = [f"r{round_no}-low-{n:06d}" for n in range(low_jobs)]
@@ -353,7 +358,7 @@ def run_priority(
     trickle_ids = [f"r{round_no}-single-{n:03d}" for n in range(TRICKLE_JOBS)]
     publish_jobs(broker, "job.low", low_ids)
 
-    proc = UnderTest("worker", broker, api, work_dir, capacity)
+    proc = UnderTest(kind, broker, api, work_dir, capacity, baseline_src)
     published: dict[str, float] = {}
     progress = _Progress()
     try:

@@ -49,6 +49,11 @@ EXPECTED_KEYS = {
         "high_latency_running_ms_max",
         "guarantees_ok",
     },
+    "baseline_priority": {
+        "priority_inversions_by_worker_timestamp",
+        "single_high_start_ms_p95",
+        "guarantees_ok",
+    },
     "summary": {"medians", "guarantees_ok"},
 }
 
@@ -90,6 +95,7 @@ def test_quick_benchmark_writes_every_measurement_and_passes_its_guarantee_check
         "ratio to reference at 10 ms",
         "baseline worker jobs/s (HEAD)",
         "ratio to baseline worker",
+        "baseline inversions by worker timestamps",
     ):
         assert label in table, table
     assert not _baseline_worktrees(), "the baseline worktree was left behind"
