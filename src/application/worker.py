@@ -2,6 +2,7 @@
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -161,6 +162,14 @@ class Worker:
                 self._stop.wait(PAUSE_POLL_SECONDS)
 
     def _take_one_job(self) -> None:
+        # Give the GIL away before choosing the next job, so the broker's thread can hand over
+        # what has arrived: with every job thread busy, a new high-priority delivery otherwise
+        # waits behind all of them, first to be read off the socket, then to be picked up.
+        # bench/ priority scenario, one process at full speed: one high job published behind a
+        # 20,000-job low backlog started after p95 37 ms without this, 8 ms with it, and low
+        # jobs started while a high one waited went from 89 to 0; it costs a quarter of the
+        # top rate at 0 ms (5,600 -> 3,700 jobs/s, still twice 7b39d27's).
+        time.sleep(0)
         reason = self.pause_reason()
         if reason is not None:
             self._pause(reason)
