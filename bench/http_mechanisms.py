@@ -34,9 +34,9 @@ import httptools
 import orjson
 import requests
 
-from adapters.http.transport import Answer, KeepAlivePool, _Origin
 from bench.raw import STATUS_BODY
 from bench.stand_in import StandInProcess
+from python_worker.adapters.http.transport import Answer, KeepAlivePool, _Origin
 
 _ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = ("threads", "asyncio", "uvloop", "pipelined")

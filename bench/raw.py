@@ -12,9 +12,9 @@ import orjson
 import pika
 import requests
 from requests.adapters import HTTPAdapter
-from tests.support.rabbitmq_node import Broker
 
-from adapters.http.transport import KeepAlivePool
+from python_worker.adapters.http.transport import KeepAlivePool
+from tests.support.rabbitmq_node import Broker
 
 RAW_QUEUE = "bench.raw"
 

@@ -25,11 +25,10 @@ _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from tests.support.rabbitmq_node import Broker, RabbitMQNode  # noqa: E402
-
 from bench.raw import STATUS_BODY, broker_consume_ack, http_posts  # noqa: E402
-from bench.scenarios import run_priority, run_throughput  # noqa: E402
+from bench.scenarios import OtherCode, run_priority, run_throughput  # noqa: E402
 from bench.stand_in import StandInProcess, stand_in_capacity  # noqa: E402
+from tests.support.rabbitmq_node import Broker, RabbitMQNode  # noqa: E402
 
 DEFAULT_OUT = _ROOT / "bench" / "results"
 REFERENCE_LATENCY_MS = 10.0
@@ -199,10 +198,7 @@ class Baseline:
     ref: str
     commit: str
     tree: Path
-
-    @property
-    def src(self) -> Path:
-        return self.tree / "src"
+    code: OtherCode
 
 
 def _git(*args: str) -> str:
@@ -222,8 +218,8 @@ def baseline_tree(ref: str) -> Iterator[Baseline]:
     try:
         commit = _git("rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}").strip()
         _git("worktree", "add", "--detach", str(tree), commit)
-        baseline = Baseline(ref, commit, tree)
-        _check_imports_from(baseline.src, parent)
+        baseline = Baseline(ref, commit, tree, OtherCode.of(tree, parent))
+        _check_imports_from(baseline.code, tree / "src", parent)
         yield baseline
     finally:
         if tree.exists():
@@ -234,15 +230,20 @@ def baseline_tree(ref: str) -> Iterator[Baseline]:
             _git("worktree", "prune")
 
 
-def _check_imports_from(src: Path, cwd: Path) -> None:
-    """The baseline's `-m bootstrap` must load the other tree's code, not this one (editable)."""
-    probe = "import adapters, bootstrap; print(bootstrap.__file__); print(adapters.__file__)"
-    env = dict(os.environ, PYTHONPATH=str(src))
+def _check_imports_from(code: OtherCode, src: Path, cwd: Path) -> None:
+    """The baseline must load the other tree's code, not this one (the editable install)."""
+    probe = f"import {code.module} as m; print(m.__file__)"
+    env = dict(os.environ, PYTHONPATH=str(code.path))
     done = subprocess.run(
-        [sys.executable, "-c", probe], env=env, cwd=cwd, capture_output=True, text=True, check=False
+        [sys.executable, "-P", "-c", probe],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    files = [Path(line) for line in done.stdout.splitlines()]
-    if done.returncode != 0 or len(files) != 2 or not all(f.is_relative_to(src) for f in files):
+    files = [Path(line).resolve() for line in done.stdout.splitlines()]
+    if done.returncode != 0 or len(files) != 1 or not files[0].is_relative_to(src.resolve()):
         raise RuntimeError(f"the baseline does not import from {src}: {done.stdout}{done.stderr}")
 
 
@@ -356,7 +357,7 @@ def _run_round(
                 options.jobs,
                 capacity,
                 round_no,
-                baseline_src=baseline.src,
+                baseline=baseline.code,
             )
         ) | {"ref": baseline.ref, "commit": baseline.commit}
         worker.update(
@@ -438,7 +439,7 @@ def _run_priorities(
     sizes = (options.priority_low, options.priority_high, options.capacity, round_no)
     results.write("priority", round_no, run_priority(broker, api, work, *sizes))
     if baseline is not None:
-        old = run_priority(broker, api, work, *sizes, kind="baseline", baseline_src=baseline.src)
+        old = run_priority(broker, api, work, *sizes, kind="baseline", baseline=baseline.code)
         results.write("baseline_priority", round_no, old)
 
 

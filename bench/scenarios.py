@@ -18,12 +18,17 @@ from typing import Any
 
 import orjson
 import pika
-from tests.support.rabbitmq_node import Broker
 
-from adapters.rabbitmq.connection import DEAD_LETTER_QUEUE, EXCHANGE, JOB_QUEUES, declare_topology
 from bench.raw import publish_fast
 from bench.stand_in import Arrival, StandInProcess
-from bootstrap import load_settings
+from python_worker.adapters.rabbitmq.connection import (
+    DEAD_LETTER_QUEUE,
+    EXCHANGE,
+    JOB_QUEUES,
+    declare_topology,
+)
+from python_worker.bootstrap import load_settings
+from tests.support.rabbitmq_node import Broker
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _ALL_QUEUES = (*JOB_QUEUES, DEAD_LETTER_QUEUE)
@@ -39,15 +44,39 @@ def sum_job(job_id: str) -> bytes:
 # ------------------------------------------------------------------ the process under test
 
 
-def worker_command(kind: str) -> list[str]:
-    """`python-worker run`, the reference worker, or (`baseline`) `-m bootstrap run` of another
-    tree (its `src` on PYTHONPATH, see UnderTest), all with this interpreter's venv."""
+@dataclass(frozen=True)
+class OtherCode:
+    """Another checkout's worker: the directory to put on PYTHONPATH and the module to run."""
+
+    path: Path
+    module: str
+
+    @classmethod
+    def of(cls, tree: Path, scratch: Path) -> OtherCode:
+        """The code of checkout `tree`; `scratch` is a directory it may keep a link in."""
+        src = tree / "src"
+        if (src / "__main__.py").exists():
+            # One `python_worker` package, installed from src/ under that name: a link makes
+            # it importable by that name from this checkout's interpreter.
+            path = scratch / "import-path"
+            path.mkdir(exist_ok=True)
+            (path / "python_worker").symlink_to(src, target_is_directory=True)
+            return cls(path, "python_worker")
+        return cls(src, "bootstrap")  # before: top-level packages under src/
+
+
+def worker_command(kind: str, other: OtherCode | None = None) -> list[str]:
+    """`python-worker run`, the reference worker, or (`baseline`) another checkout's worker
+    (its code on PYTHONPATH, see UnderTest), all with this interpreter's venv."""
     if kind == "reference":
         return [sys.executable, "-m", "bench.reference_worker"]
+    if kind == "baseline":
+        assert other is not None
+        return [sys.executable, "-P", "-m", other.module, "run"]
     script = Path(sys.executable).with_name("python-worker")
-    if kind != "baseline" and script.exists():
+    if script.exists():
         return [str(script), "run"]
-    return [sys.executable, "-m", "bootstrap", "run"]
+    return [sys.executable, "-P", "-m", "python_worker", "run"]
 
 
 def _tree(pid: int) -> list[int]:
@@ -93,8 +122,8 @@ def peak_rss_mb(pid: int) -> float:
 class UnderTest:
     """One worker process (ours, the reference, or a baseline) with the benchmark's environment.
 
-    `baseline_src` is the `src` directory of another checkout (kind `baseline`): the same
-    environment, but only that code importable and a working directory outside both trees.
+    `baseline` is another checkout's code (kind `baseline`): the same environment, but only
+    that code importable and a working directory outside both trees.
     """
 
     def __init__(
@@ -104,7 +133,7 @@ class UnderTest:
         api: StandInProcess,
         work_dir: Path,
         capacity: int,
-        baseline_src: Path | None = None,
+        baseline: OtherCode | None = None,
     ) -> None:
         env = {
             key: value
@@ -129,14 +158,14 @@ class UnderTest:
         )
         # `bench.run --worker-env NAME=VALUE`: settings of the worker under test to try out.
         env.update(orjson.loads(os.environ.get("BENCH_WORKER_ENV", "{}")))
-        # The reference worker and `-m bootstrap` need the repo root and src importable.
+        # The reference worker is `bench.reference_worker`: the repo root must be importable.
         root = Path(__file__).resolve().parents[1]
-        env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "src")])
+        env["PYTHONPATH"] = str(root)
         cwd = root
         if kind == "baseline":
-            if baseline_src is None:
-                raise ValueError("kind 'baseline' needs baseline_src")
-            env["PYTHONPATH"] = str(baseline_src)
+            if baseline is None:
+                raise ValueError("kind 'baseline' needs the baseline's code")
+            env["PYTHONPATH"] = str(baseline.path)
             # `-m` puts the working directory first on sys.path: keep this repo off it.
             cwd = work_dir / "cwd-baseline"
             cwd.mkdir(exist_ok=True)
@@ -144,7 +173,11 @@ class UnderTest:
         with self.log_path.open("ab") as log:
             self.started_at = time.time()
             self._process = subprocess.Popen(
-                worker_command(kind), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+                worker_command(kind, baseline),
+                env=env,
+                cwd=cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     @property
@@ -281,19 +314,19 @@ def run_throughput(
     round_no: int,
     *,
     timeout: float | None = None,
-    baseline_src: Path | None = None,
+    baseline: OtherCode | None = None,
 ) -> dict[str, Any]:
     """Pre-publish `jobs` sum jobs to job.low, run one process until all are final, measure.
 
     `timeout` (seconds until every final status; default from `jobs`) must allow for a slow
-    stand-in; `baseline_src` as in UnderTest.
+    stand-in; `baseline` as in UnderTest.
     """
     reset_job_queues(broker)
     api.clear()
     ids = [f"r{round_no}-{kind}-{n:06d}" for n in range(jobs)]
     publish_seconds = publish_jobs(broker, "job.low", ids)
 
-    proc = UnderTest(kind, broker, api, work_dir, capacity, baseline_src)
+    proc = UnderTest(kind, broker, api, work_dir, capacity, baseline)
     progress = _Progress()
     if timeout is None:
         timeout = max(60.0, jobs / 50)
@@ -346,11 +379,11 @@ def run_priority(
     round_no: int,
     *,
     kind: str = "worker",
-    baseline_src: Path | None = None,
+    baseline: OtherCode | None = None,
 ) -> dict[str, Any]:
     """A burst of high jobs into a worker busy with a low backlog: inversions and latency.
 
-    `kind` and `baseline_src` as in UnderTest: the baseline runs the same scenario."""
+    `kind` and `baseline` as in UnderTest: the baseline runs the same scenario."""
     reset_job_queues(broker)
     api.clear()
     low_ids = [f"r{round_no}-low-{n:06d}" for n in range(low_jobs)]
@@ -358,7 +391,7 @@ def run_priority(
     trickle_ids = [f"r{round_no}-single-{n:03d}" for n in range(TRICKLE_JOBS)]
     publish_jobs(broker, "job.low", low_ids)
 
-    proc = UnderTest(kind, broker, api, work_dir, capacity, baseline_src)
+    proc = UnderTest(kind, broker, api, work_dir, capacity, baseline)
     published: dict[str, float] = {}
     progress = _Progress()
     try:

@@ -25,13 +25,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+sys.path[:0] = [str(ROOT)]  # tests.support; python_worker comes from the installed package
 
+from devtools.stand_in_api import StandInApi  # noqa: E402
 from tests.support.ledger import Ledger, process_rss_mib  # noqa: E402
 from tests.support.rabbitmq_node import RabbitMQNode  # noqa: E402
 from tests.support.worker_process import WorkerProcess  # noqa: E402
-
-from adapters.http.stand_in_api import StandInApi  # noqa: E402
 
 FAULTS = ("kill -9 + restart", "close_all_connections", "API refuses 20 s", "stop_app 10 s")
 

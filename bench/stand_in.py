@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from tests.support.http_wire import read_message
 
-from adapters.http.stand_in_api import STATUS_PATH, StandInApi
+from devtools.stand_in_api import STATUS_PATH, StandInApi
+from tests.support.http_wire import read_message
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ class Arrival:
 
 
 def _child(*args: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_ROOT), str(_ROOT / "src")]))
+    env = dict(os.environ, PYTHONPATH=str(_ROOT))
     return subprocess.Popen(
         [sys.executable, "-m", "bench.stand_in", *args],
         cwd=_ROOT,

@@ -8,8 +8,8 @@ if [ -z "${RABBITMQ_URL:-}" ]; then
     bash scripts/ensure-rabbitmq.sh
 fi
 echo "==> ruff"
-ruff check src tests bench scripts
-ruff format --check src tests bench scripts
+ruff check src devtools tests bench scripts
+ruff format --check src devtools tests bench scripts
 echo "==> import-linter"
 lint-imports
 echo "==> mypy (strict) on src/"

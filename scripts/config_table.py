@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bootstrap import Settings
+from python_worker.bootstrap import Settings
 
 GENERATED_DEFAULTS = {
     "worker_id": "hostname + random suffix",

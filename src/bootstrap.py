@@ -25,28 +25,28 @@ from dependency_injector import containers, providers
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from adapters.http.heartbeat_sink import HttpHeartbeatSink
-from adapters.http.status_reporter import HttpStatusReporter
-from adapters.memory import (
+from python_worker.adapters.http.heartbeat_sink import HttpHeartbeatSink
+from python_worker.adapters.http.status_reporter import HttpStatusReporter
+from python_worker.adapters.memory import (
     InMemoryHeartbeatSink,
     InMemoryJobMemory,
     InMemorySource,
     InMemoryStatusReporter,
     JsonLinesStatusReporter,
 )
-from adapters.rabbitmq.connection import BrokerConfig
-from adapters.rabbitmq.source import RabbitMQSource
-from adapters.sqlite_store import SqliteJobMemory
-from application.clock import SystemClock
-from application.job_types import JOB_TYPES, run_job
-from application.ports import JobObserver, MessageSource, StatusReporter
-from application.process_job import JobProcessor, JobRunner, WorkerIdentity
-from application.stats import WorkerStats
-from application.worker import Worker, WorkerConfig
-from domain.jobs import JobStatus, Priority
+from python_worker.adapters.rabbitmq.connection import BrokerConfig
+from python_worker.adapters.rabbitmq.source import RabbitMQSource
+from python_worker.adapters.sqlite_store import SqliteJobMemory
+from python_worker.application.clock import SystemClock
+from python_worker.application.job_types import JOB_TYPES, run_job
+from python_worker.application.ports import JobObserver, MessageSource, StatusReporter
+from python_worker.application.process_job import JobProcessor, JobRunner, WorkerIdentity
+from python_worker.application.stats import WorkerStats
+from python_worker.application.worker import Worker, WorkerConfig
+from python_worker.domain.jobs import JobStatus, Priority
 
 if TYPE_CHECKING:
-    from adapters.observability.prometheus import HealthServer, PrometheusMetrics
+    from python_worker.adapters.observability.prometheus import HealthServer, PrometheusMetrics
 
 # The preflight check, the publisher, the supervisor and the JSON log formatter are imported
 # inside the commands that use them: a worker process never does, and skips their memory.
@@ -402,7 +402,7 @@ def _job_types(test_handlers: bool) -> frozenset[str]:
 
 
 def _prometheus_metrics() -> PrometheusMetrics:
-    from adapters.observability.prometheus import PrometheusMetrics
+    from python_worker.adapters.observability.prometheus import PrometheusMetrics
 
     return PrometheusMetrics()
 
@@ -535,7 +535,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     processes = args.processes or settings.worker_processes
     count = (os.cpu_count() or 1) if processes == "auto" else int(processes)
     if count > 1:
-        from adapters.supervisor import Supervisor, child_command
+        from python_worker.adapters.supervisor import Supervisor, child_command
 
         return Supervisor(count, child_command(), lambda index: _child_env(settings, index)).run()
     _cap_malloc_arenas()
@@ -594,7 +594,7 @@ def _child_env(settings: Settings, index: int) -> dict[str, str]:
 def _start_health_server(container: Container, settings: Settings) -> HealthServer | None:
     if settings.metrics_port is None:
         return None
-    from adapters.observability.prometheus import HealthServer
+    from python_worker.adapters.observability.prometheus import HealthServer
 
     metrics: PrometheusMetrics = container.metrics()
     source: MessageSource = container.message_source()
@@ -720,7 +720,11 @@ def _demo_jobs(path: str | None) -> list[tuple[Priority, bytes]]:
     if path:
         text = Path(path).read_text(encoding="utf-8")
     else:
-        text = resources.files("adapters.memory").joinpath("demo_jobs.jsonl").read_text("utf-8")
+        text = (
+            resources.files("python_worker.adapters.memory")
+            .joinpath("demo_jobs.jsonl")
+            .read_text("utf-8")
+        )
     jobs = []
     for line in text.splitlines():
         if not line.strip():
@@ -818,7 +822,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
             "python-worker publish: give --type (one job) or a FILE of JSON lines", file=sys.stderr
         )
         return EXIT_CONFIG_ERROR
-    from adapters.rabbitmq.publisher import PublishFailed, RabbitMQPublisher
+    from python_worker.adapters.rabbitmq.publisher import PublishFailed, RabbitMQPublisher
 
     try:
         report = RabbitMQPublisher(settings.broker_config()).publish(_publish_messages(args))
@@ -836,7 +840,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     """Preflight: every broker node, topology and permissions, both APIs, the outbox."""
-    from adapters.preflight import Outcome, PreflightTarget, preflight_checks
+    from python_worker.adapters.preflight import Outcome, PreflightTarget, preflight_checks
 
     print("ok   settings valid", flush=True)
     target = PreflightTarget(

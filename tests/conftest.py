@@ -7,9 +7,13 @@ from typing import Any
 
 import pytest
 
-from adapters.memory import InMemoryHeartbeatSink, InMemorySource, InMemoryStatusReporter
-from application.worker import Worker
-from bootstrap import Container, build_container, load_settings
+from python_worker.adapters.memory import (
+    InMemoryHeartbeatSink,
+    InMemorySource,
+    InMemoryStatusReporter,
+)
+from python_worker.application.worker import Worker
+from python_worker.bootstrap import Container, build_container, load_settings
 
 
 @dataclass

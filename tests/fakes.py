@@ -3,8 +3,8 @@
 import threading
 from datetime import UTC, datetime, timedelta
 
-from adapters.memory import InMemoryJobMemory, InMemorySource, InMemoryStatusReporter
-from application.ports import (
+from python_worker.adapters.memory import InMemoryJobMemory, InMemorySource, InMemoryStatusReporter
+from python_worker.application.ports import (
     Delivery,
     Heartbeat,
     HeartbeatFailed,

@@ -32,8 +32,8 @@ import pika
 import pika.exceptions
 import requests
 
-from adapters.http.outbox import OUTBOX_FILENAME
-from adapters.rabbitmq.connection import (
+from python_worker.adapters.http.outbox import OUTBOX_FILENAME
+from python_worker.adapters.rabbitmq.connection import (
     EXCHANGE,
     JOB_QUEUES,
     BrokerConfig,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from application.ports import JobMemory, JobMemoryUnavailable, StatusUpdate
+from python_worker.application.ports import JobMemory, JobMemoryUnavailable, StatusUpdate
 
 log = logging.getLogger(__name__)
 

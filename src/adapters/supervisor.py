@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
 
-from adapters.backoff import full_jitter
+from python_worker.adapters.backoff import full_jitter
 
 log = logging.getLogger(__name__)
 
@@ -128,4 +128,6 @@ class Supervisor:
 
 def child_command() -> list[str]:
     """The same Python running `python-worker run` for one process."""
-    return [sys.executable, "-m", "bootstrap", "run"]
+    # -P: the working directory is not put on sys.path, so a package there named like one of
+    # ours cannot shadow it (an operator may start the supervisor from anywhere).
+    return [sys.executable, "-P", "-m", "python_worker", "run"]

@@ -17,12 +17,12 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from application.messages import more_problems
-from domain import calculation, transformation, validation
-from domain.calculation import Aggregate, Number, number_problem
-from domain.errors import InvalidPayload, UnknownJobType
-from domain.jobs import json_kind
-from domain.limits import (
+from python_worker.application.messages import more_problems
+from python_worker.domain import calculation, transformation, validation
+from python_worker.domain.calculation import Aggregate, Number, number_problem
+from python_worker.domain.errors import InvalidPayload, UnknownJobType
+from python_worker.domain.jobs import json_kind
+from python_worker.domain.limits import (
     DEFAULT_COUNT,
     MAX_COUNT,
     MAX_FIELD_LENGTH,
@@ -31,8 +31,8 @@ from domain.limits import (
     MAX_PATTERN_LENGTH,
     MAX_SEED,
 )
-from domain.transformation import JsonObject, lowercase, normalize, reverse, uppercase
-from domain.validation import Verdict
+from python_worker.domain.transformation import JsonObject, lowercase, normalize, reverse, uppercase
+from python_worker.domain.validation import Verdict
 
 RngFactory = Callable[[int | None], random.Random]
 """Makes the random source for generated numbers from the payload's `seed` (None: unseeded)."""

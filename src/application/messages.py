@@ -6,8 +6,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from domain.errors import InvalidMessage
-from domain.jobs import Job, json_kind
+from python_worker.domain.errors import InvalidMessage
+from python_worker.domain.jobs import Job, json_kind
 
 MAX_MESSAGE_BYTES = 1_048_576
 """Largest message body accepted (1 MiB); a bigger one is dead-lettered unread."""

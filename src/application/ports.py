@@ -8,7 +8,7 @@ from enum import Enum
 from typing import Any
 from urllib.parse import quote
 
-from domain.jobs import JobStatus, Priority
+from python_worker.domain.jobs import JobStatus, Priority
 
 
 class Settlement(Enum):

@@ -7,10 +7,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from application.clock import Clock
-from application.job_types import JOB_TYPES, run_job
-from application.messages import job_id_of, parse_job
-from application.ports import (
+from python_worker.application.clock import Clock
+from python_worker.application.job_types import JOB_TYPES, run_job
+from python_worker.application.messages import job_id_of, parse_job
+from python_worker.application.ports import (
     Delivery,
     JobMemory,
     JobMemoryUnavailable,
@@ -20,9 +20,9 @@ from application.ports import (
     StatusReporter,
     StatusUpdate,
 )
-from application.stats import WorkerStats
-from domain.errors import InvalidMessage, JobError, UnknownJobType
-from domain.jobs import Job, JobStatus
+from python_worker.application.stats import WorkerStats
+from python_worker.domain.errors import InvalidMessage, JobError, UnknownJobType
+from python_worker.domain.jobs import Job, JobStatus
 
 log = logging.getLogger(__name__)
 

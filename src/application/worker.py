@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from application.clock import Clock
-from application.ports import (
+from python_worker.application.clock import Clock
+from python_worker.application.ports import (
     Heartbeat,
     HeartbeatFailed,
     HeartbeatSink,
@@ -16,8 +16,8 @@ from application.ports import (
     Settlement,
     StatusReporter,
 )
-from application.process_job import JobProcessor, WorkerIdentity
-from application.stats import WorkerStats
+from python_worker.application.process_job import JobProcessor, WorkerIdentity
+from python_worker.application.stats import WorkerStats
 
 log = logging.getLogger(__name__)
 

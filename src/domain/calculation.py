@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from domain.errors import InvalidPayload
-from domain.limits import MAX_COUNT, MAX_NUMBERS, MAX_SAFE_INTEGER
+from python_worker.domain.errors import InvalidPayload
+from python_worker.domain.limits import MAX_COUNT, MAX_NUMBERS, MAX_SAFE_INTEGER
 
 Number = int | float
 Order = Literal["asc", "desc"]

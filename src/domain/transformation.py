@@ -7,9 +7,9 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeAlias, cast
 
-from domain.errors import InvalidPayload
-from domain.jobs import json_kind
-from domain.limits import (
+from python_worker.domain.errors import InvalidPayload
+from python_worker.domain.jobs import json_kind
+from python_worker.domain.limits import (
     MAX_DEPTH,
     MAX_FIELD_LENGTH,
     MAX_FIELDS,

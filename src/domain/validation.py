@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from domain.calculation import Number, number_problem
-from domain.errors import InvalidPayload
-from domain.jobs import json_kind
-from domain.limits import MAX_PATTERN_LENGTH, MAX_SAFE_INTEGER, MAX_STRING_LENGTH
+from python_worker.domain.calculation import Number, number_problem
+from python_worker.domain.errors import InvalidPayload
+from python_worker.domain.jobs import json_kind
+from python_worker.domain.limits import MAX_PATTERN_LENGTH, MAX_SAFE_INTEGER, MAX_STRING_LENGTH
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 import threading
 from datetime import UTC, datetime
 
-from application.ports import StatusUpdate
-from domain.jobs import JobStatus
+from python_worker.application.ports import StatusUpdate
+from python_worker.domain.jobs import JobStatus
 from tests.support.waiting import wait_until
 
 CANARY_TOKEN = "canary-7f3a9c1e-do-not-log"

@@ -3,7 +3,7 @@
 import time
 from collections import Counter
 
-from adapters.http.stand_in_api import StandInApi
+from devtools.stand_in_api import StandInApi
 from tests.integration.worker_fixtures import Publish, StartWorker, settled, sum_job
 from tests.support.rabbitmq_node import Broker
 
@@ -117,6 +117,6 @@ def test_jobs_are_unaffected_while_the_orchestrator_is_down_and_heartbeats_resum
         last = orchestrator.heartbeats[-1].body
         assert api.wait_for(lambda: orchestrator.heartbeats[-1].body["processedCount"] == 100, 30)
         assert last["workerId"] == "worker-0"
-        failures_logged = worker.log().count("application.worker: heartbeat failed")
+        failures_logged = worker.log().count("python_worker.application.worker: heartbeat failed")
         assert failures_logged == 1, "logged once per outage, not once per tick"
         assert worker.wait_for_log("heartbeats are getting through again", 10)

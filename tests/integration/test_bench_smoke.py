@@ -9,8 +9,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from bench.run import QUICK, baseline_tree, run_benchmark
 
+from bench.run import QUICK, baseline_tree, run_benchmark
 from tests.support.rabbitmq_node import Broker
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -114,7 +114,7 @@ def _baseline_worktrees() -> list[str]:
 
 def test_the_baseline_worktree_is_removed_when_the_run_fails() -> None:
     with pytest.raises(RuntimeError, match="boom"), baseline_tree("HEAD") as baseline:
-        assert (baseline.src / "bootstrap.py").exists()
+        assert (baseline.tree / "src" / "bootstrap.py").exists()
         tree = baseline.tree
         raise RuntimeError("boom")
     assert not tree.exists()

@@ -11,18 +11,16 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from adapters.http.stand_in_api import StandInApi
+from devtools.stand_in_api import StandInApi
 from tests.support.rabbitmq_node import Broker
+from tests.support.worker_process import CLI
 
-SRC = Path(__file__).resolve().parents[2] / "src"
-CLI = [sys.executable, "-m", "bootstrap"]
 ENDS_WITHIN = 120  # seconds; generous for a shared 2-core machine
 SHELL_SIGPIPE_STATUS = 128 + signal.SIGPIPE
 JOBS = 3000
@@ -43,7 +41,6 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith(("WORKER_", "RABBITMQ_", "STATUS_", "ORCHESTRATOR_"))
     }
-    env["PYTHONPATH"] = str(SRC)
     env.update(extra)
     return env
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from adapters.http.stand_in_api import StandInApi
+from devtools.stand_in_api import StandInApi
 from tests.integration.worker_fixtures import StartWorker, sum_job
 from tests.support.ledger import FINAL, Ledger
 from tests.support.rabbitmq_node import Broker, free_port

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters.http.stand_in_api import StandInApi
+from devtools.stand_in_api import StandInApi
 from tests.integration.worker_fixtures import StartWorker
 from tests.support.ledger import Ledger
 from tests.support.rabbitmq_node import Broker, RabbitMQNode

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from adapters.http.stand_in_api import StandInApi
-from application.messages import MAX_MESSAGE_BYTES
+from devtools.stand_in_api import StandInApi
+from python_worker.application.messages import MAX_MESSAGE_BYTES
 from tests.integration.conftest import PROJECT_EXCHANGES, PROJECT_QUEUES
 from tests.support.ledger import Ledger, process_rss_mib
 from tests.support.rabbitmq_node import Broker

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from adapters.http.heartbeat_sink import HttpHeartbeatSink
-from adapters.http.stand_in_api import HEARTBEAT_PATH, StandInApi
-from application.ports import Heartbeat, HeartbeatFailed
+from devtools.stand_in_api import HEARTBEAT_PATH, StandInApi
+from python_worker.adapters.http.heartbeat_sink import HttpHeartbeatSink
+from python_worker.application.ports import Heartbeat, HeartbeatFailed
 from tests.integration.http_fixtures import CANARY_TOKEN
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from adapters.http.stand_in_api import StandInApi
+from devtools.stand_in_api import StandInApi
 from tests.support.waiting import wait_until
 
 

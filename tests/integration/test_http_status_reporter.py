@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from adapters.http.outbox import Outbox
-from adapters.http.stand_in_api import StandInApi
-from adapters.http.status_reporter import HttpStatusReporter
-from domain.jobs import JobStatus
+from devtools.stand_in_api import StandInApi
+from python_worker.adapters.http.outbox import Outbox
+from python_worker.adapters.http.status_reporter import HttpStatusReporter
+from python_worker.domain.jobs import JobStatus
 from tests.integration.http_fixtures import CANARY_TOKEN, Handled, update
 from tests.support.waiting import wait_until
 
@@ -135,7 +135,7 @@ def test_delivers_running_before_final_for_every_job_when_many_jobs_share_connec
 def test_keeps_order_and_loses_nothing_when_api_refuses_connections_for_a_while(
     make_reporter, api, caplog
 ):
-    caplog.set_level(logging.INFO, logger="adapters.http.status_reporter")
+    caplog.set_level(logging.INFO, logger="python_worker.adapters.http.status_reporter")
     reporter = make_reporter()
     job_ids = [f"job-{n}" for n in range(30)]
     handled = Handled()
@@ -222,7 +222,7 @@ def test_delivers_update_when_api_answers_500_then_200(make_reporter, api):
 
 
 def test_logs_api_body_and_does_not_retry_when_api_answers_400(make_reporter, api, caplog):
-    caplog.set_level(logging.WARNING, logger="adapters.http.status_reporter")
+    caplog.set_level(logging.WARNING, logger="python_worker.adapters.http.status_reporter")
     api.answer(400, body='{"error": "progress must be between 0 and 100"}')
     reporter = make_reporter()
     handled = Handled()
@@ -340,7 +340,7 @@ def test_never_logs_token_when_logging_at_debug(make_reporter, api, caplog):
 
 
 def test_sends_null_and_warns_when_result_holds_non_finite_numbers(make_reporter, api, caplog):
-    caplog.set_level(logging.WARNING, logger="adapters.http.status_reporter")
+    caplog.set_level(logging.WARNING, logger="python_worker.adapters.http.status_reporter")
     reporter = make_reporter()
 
     reporter.report(update("job-1", COMPLETED, result={"mean": math.nan, "max": math.inf}))

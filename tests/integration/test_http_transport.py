@@ -9,8 +9,8 @@ import pytest
 import requests
 import trustme
 
-from adapters.http.stand_in_api import StandInApi
-from adapters.http.transport import MAX_RESPONSE_BYTES, KeepAlivePool
+from devtools.stand_in_api import StandInApi
+from python_worker.adapters.http.transport import MAX_RESPONSE_BYTES, KeepAlivePool
 from tests.support.http_wire import read_message
 
 

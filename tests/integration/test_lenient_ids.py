@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from adapters.http.stand_in_api import StandInApi
+from devtools.stand_in_api import StandInApi
 from tests.integration.worker_fixtures import StartWorker
 from tests.support.ledger import Ledger
 from tests.support.rabbitmq_node import Broker

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.http.stand_in_api import StandInApi
+from devtools.stand_in_api import StandInApi
 from tests.integration.worker_fixtures import Publish, StartWorker, settled, sum_job
 from tests.support.rabbitmq_node import Broker
 from tests.support.tcp_proxy import TcpProxy

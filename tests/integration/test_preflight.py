@@ -5,16 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from adapters.http.stand_in_api import StandInApi
+from devtools.stand_in_api import StandInApi
 from tests.support.rabbitmq_node import Broker, RabbitMQNode, free_port
+from tests.support.worker_process import CLI
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 CANARY_PASSWORD = "canary-broker-pw-7c1d"
 CANARY_STATUS_TOKEN = "canary-status-token-41aa"
 CANARY_ORCHESTRATOR_TOKEN = "canary-orchestrator-token-93be"
@@ -27,10 +26,9 @@ def run_check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
         for key, value in os.environ.items()
         if not key.startswith(("WORKER_", "RABBITMQ_", "STATUS_", "ORCHESTRATOR_"))
     }
-    environment["PYTHONPATH"] = str(SRC)
     environment.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "bootstrap", "check", *args],
+        [*CLI, "check", *args],
         check=False,
         capture_output=True,
         text=True,

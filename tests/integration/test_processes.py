@@ -3,8 +3,9 @@
 import os
 import signal
 import time
+from pathlib import Path
 
-from adapters.http.stand_in_api import StandInApi
+from devtools.stand_in_api import StandInApi
 from tests.integration.worker_fixtures import Publish, StartWorker, settled, sum_job
 from tests.support.rabbitmq_node import Broker
 
@@ -64,4 +65,24 @@ def test_worker_processes_run_with_two_malloc_arenas_unless_told_otherwise(
 
     assert [malloc_arenas(pid) for pid in child_pids(supervisor.pid)] == [1, 1]
     assert malloc_arenas(uncapped.pid) > 1  # the job threads would each get one
+    assert supervisor.terminate(timeout=60) == 0
+
+
+def test_worker_processes_run_our_code_when_the_working_directory_holds_packages_named_like_ours(
+    api: StandInApi, start_worker: StartWorker, tmp_path: Path
+):
+    cwd = tmp_path / "cwd"
+    imported = tmp_path / "impostors-imported"
+    for name in ("python_worker", "domain", "application", "adapters", "bootstrap"):
+        package = cwd / name
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text(
+            f"open({str(imported)!r}, 'a').write({name!r} + '\\n')\n"
+            f"raise SystemExit('the impostor {name} was imported')\n"
+        )
+
+    supervisor = start_worker(cwd=cwd, worker_processes=2, worker_id="vm1")
+
+    assert api.wait_for(lambda: len({h.body["workerId"] for h in api.heartbeats}) == 2, 60)
+    assert not imported.exists(), imported.read_text()
     assert supervisor.terminate(timeout=60) == 0

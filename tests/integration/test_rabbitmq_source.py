@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 import pika
 import pytest
 
-from adapters.rabbitmq.connection import EXCHANGE, BrokerConfig
-from adapters.rabbitmq.source import RabbitMQSource
-from application.ports import Delivery, Settlement
+from python_worker.adapters.rabbitmq.connection import EXCHANGE, BrokerConfig
+from python_worker.adapters.rabbitmq.source import RabbitMQSource
+from python_worker.application.ports import Delivery, Settlement
 from tests.support.rabbitmq_node import Broker, RabbitMQNode
 from tests.support.waiting import wait_until
 
@@ -53,7 +53,7 @@ def test_uses_an_existing_queue_with_other_arguments_and_says_which_differ(
     connection = broker.connect()
     connection.channel().queue_declare("job.high", durable=True, arguments={"x-max-length": 500})
     connection.close()
-    caplog.set_level(logging.WARNING, logger="adapters.rabbitmq")
+    caplog.set_level(logging.WARNING, logger="python_worker.adapters.rabbitmq")
 
     source = open_source()
     publish(broker, "job.high", b"still served")
@@ -62,7 +62,7 @@ def test_uses_an_existing_queue_with_other_arguments_and_says_which_differ(
     warning = next(
         r.getMessage()
         for r in caplog.records
-        if r.name.startswith("adapters.rabbitmq") and "job.high" in r.getMessage()
+        if r.name.startswith("python_worker.adapters.rabbitmq") and "job.high" in r.getMessage()
     )
     assert "exists with different arguments" in warning
     assert "x-dead-letter-exchange" in warning

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
-from adapters.http.stand_in_api import StandInApi
+from devtools.stand_in_api import StandInApi
 from tests.integration.worker_fixtures import Publish, StartWorker, settled, sum_job
 from tests.support.rabbitmq_node import Broker
 

@@ -6,11 +6,11 @@ from typing import Protocol
 import pika
 import pytest
 
-from adapters.memory import InMemorySource
-from adapters.rabbitmq.connection import EXCHANGE, BrokerConfig
-from adapters.rabbitmq.source import RabbitMQSource
-from application.ports import Delivery, MessageSource, Settlement
-from domain.jobs import Priority
+from python_worker.adapters.memory import InMemorySource
+from python_worker.adapters.rabbitmq.connection import EXCHANGE, BrokerConfig
+from python_worker.adapters.rabbitmq.source import RabbitMQSource
+from python_worker.application.ports import Delivery, MessageSource, Settlement
+from python_worker.domain.jobs import Priority
 from tests.support.waiting import wait_until
 
 

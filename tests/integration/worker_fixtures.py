@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from adapters.http.stand_in_api import StandInApi
-from adapters.rabbitmq.connection import BrokerConfig
-from adapters.rabbitmq.publisher import RabbitMQPublisher
-from domain.jobs import Priority
+from devtools.stand_in_api import StandInApi
+from python_worker.adapters.rabbitmq.connection import BrokerConfig
+from python_worker.adapters.rabbitmq.publisher import RabbitMQPublisher
+from python_worker.domain.jobs import Priority
 from tests.support.rabbitmq_node import Broker
 from tests.support.worker_process import WorkerProcess
 
@@ -30,7 +30,7 @@ def api() -> Iterator[StandInApi]:
 def start_worker(broker: Broker, api: StandInApi, tmp_path: Path) -> Iterator[StartWorker]:
     workers: list[WorkerProcess] = []
 
-    def start(**env: Any) -> WorkerProcess:
+    def start(cwd: Path | None = None, **env: Any) -> WorkerProcess:
         settings: dict[str, Any] = {
             "rabbitmq_host": broker.host,
             "rabbitmq_port": broker.port,
@@ -44,7 +44,8 @@ def start_worker(broker: Broker, api: StandInApi, tmp_path: Path) -> Iterator[St
             "shutdown_grace_seconds": 20,
         }
         settings.update(env)
-        worker = WorkerProcess(tmp_path / f"worker-{len(workers)}.log", **settings).start()
+        log = tmp_path / f"worker-{len(workers)}.log"
+        worker = WorkerProcess(log, cwd=cwd, **settings).start()
         workers.append(worker)
         return worker
 

@@ -43,8 +43,8 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from adapters.http.stand_in_api import Received, StandInApi
-from adapters.rabbitmq.connection import (
+from devtools.stand_in_api import Received, StandInApi
+from python_worker.adapters.rabbitmq.connection import (
     DEAD_LETTER_QUEUE,
     EXCHANGE,
     JOB_QUEUES,

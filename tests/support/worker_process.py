@@ -9,14 +9,16 @@ import sys
 import time
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+CLI = [sys.executable, "-P", "-m", "python_worker"]
+"""`python-worker` as this interpreter runs it: the installed package, never one in the cwd."""
 
 
 class WorkerProcess:
     """One worker process; its log goes to a file the test can read after the fact."""
 
-    def __init__(self, log_path: Path, **env: str | int | float) -> None:
+    def __init__(self, log_path: Path, cwd: Path | None = None, **env: str | int | float) -> None:
         self.log_path = log_path
+        self._cwd = cwd
         self._env = {key.upper(): str(value) for key, value in env.items()}
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -26,12 +28,12 @@ class WorkerProcess:
             for key, value in os.environ.items()
             if not key.startswith(("WORKER_", "RABBITMQ_", "STATUS_", "ORCHESTRATOR_"))
         }
-        environment["PYTHONPATH"] = str(SRC)
         environment.update(self._env)
         log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "bootstrap", "run"],
+            [*CLI, "run"],
             env=environment,
+            cwd=self._cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -3,20 +3,16 @@
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-CLI = [sys.executable, "-m", "bootstrap"]
-SRC = Path(__file__).resolve().parents[2] / "src"
+from tests.support.worker_process import CLI
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None):
     environment = {
         k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "RABBITMQ_"))
     }
-    environment["PYTHONPATH"] = str(SRC)
     environment.update(env or {})
     return subprocess.run(
         [*CLI, *args],

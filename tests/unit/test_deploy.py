@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bootstrap import Settings
+from python_worker.bootstrap import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -102,17 +102,17 @@ def test_compose_workers_get_longer_to_stop_than_their_grace_period() -> None:
 
 
 def test_compose_stand_in_command_is_one_the_stand_in_accepts() -> None:
-    from adapters.http import stand_in_api
+    from devtools import stand_in_api
 
     command = compose()["services"]["stand-in-api"]["command"]
 
-    assert command[:3] == ["python", "-m", "adapters.http.stand_in_api"]
+    assert command[:3] == ["python", "-m", "devtools.stand_in_api"]
     # The module's own parser must take these flags (it exits 2 on an unknown one).
     parser_help = subprocess.run(
-        [sys.executable, "-m", "adapters.http.stand_in_api", "--help"],
+        [sys.executable, "-m", "devtools.stand_in_api", "--help"],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        cwd=ROOT,
         check=True,
         timeout=60,
     ).stdout
@@ -259,3 +259,9 @@ def test_a_non_editable_install_like_the_dockerfiles_runs_the_cli(tmp_path: Path
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert "demo:" in demo.stdout
     assert "metrics: processed=" in demo.stdout
+    # One namespace: nothing of ours at the top of site-packages but `python_worker`.
+    (site_packages,) = (venv / "lib").glob("python*/site-packages")
+    ours = {"python_worker", "domain", "application", "adapters", "bootstrap", "devtools"}
+    top_level = {path.name.removesuffix(".py") for path in site_packages.iterdir()}
+    assert top_level & ours == {"python_worker"}
+    assert (site_packages / "python_worker" / "adapters" / "memory" / "demo_jobs.jsonl").exists()

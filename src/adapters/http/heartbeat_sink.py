@@ -6,7 +6,7 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
-from application.ports import Heartbeat, HeartbeatFailed, HeartbeatSink
+from python_worker.application.ports import Heartbeat, HeartbeatFailed, HeartbeatSink
 
 HEARTBEAT_PATH = "/api/workers/heartbeat"
 _BODY_EXCERPT = 200

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.sqlite_store import LocalStateUnavailable, open_database
+from python_worker.adapters.sqlite_store import LocalStateUnavailable, open_database
 
 OUTBOX_FILENAME = "status-outbox.sqlite3"
 

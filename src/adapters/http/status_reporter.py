@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 import requests
 
-from adapters.backoff import full_jitter
-from adapters.http.outbox import Outbox, OutboxUnavailable
-from adapters.http.transport import KeepAlivePool, request_head
-from application.ports import OnHandled, StatusReporter, StatusUpdate
+from python_worker.adapters.backoff import full_jitter
+from python_worker.adapters.http.outbox import Outbox, OutboxUnavailable
+from python_worker.adapters.http.transport import KeepAlivePool, request_head
+from python_worker.application.ports import OnHandled, StatusReporter, StatusUpdate
 
 log = logging.getLogger(__name__)
 

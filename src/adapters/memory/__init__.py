@@ -1,9 +1,12 @@
 """In-memory adapters: the embedded demo broker, the `process` command's I/O, the test harness."""
 
-from adapters.memory.heartbeat_sink import InMemoryHeartbeatSink
-from adapters.memory.job_memory import InMemoryJobMemory
-from adapters.memory.source import DeadLetter, InMemorySource
-from adapters.memory.status_reporter import InMemoryStatusReporter, JsonLinesStatusReporter
+from python_worker.adapters.memory.heartbeat_sink import InMemoryHeartbeatSink
+from python_worker.adapters.memory.job_memory import InMemoryJobMemory
+from python_worker.adapters.memory.source import DeadLetter, InMemorySource
+from python_worker.adapters.memory.status_reporter import (
+    InMemoryStatusReporter,
+    JsonLinesStatusReporter,
+)
 
 __all__ = [
     "DeadLetter",

@@ -2,7 +2,7 @@
 
 import threading
 
-from application.ports import Heartbeat, HeartbeatSink
+from python_worker.application.ports import Heartbeat, HeartbeatSink
 
 
 class InMemoryHeartbeatSink(HeartbeatSink):

@@ -4,7 +4,7 @@ import collections
 import threading
 from collections.abc import Callable
 
-from application.ports import JobMemory, StatusUpdate
+from python_worker.application.ports import JobMemory, StatusUpdate
 
 
 class InMemoryJobMemory(JobMemory):

@@ -6,8 +6,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from application.ports import Delivery, MessageSource, Settlement, SourceStatus
-from domain.jobs import Priority
+from python_worker.application.ports import Delivery, MessageSource, Settlement, SourceStatus
+from python_worker.domain.jobs import Priority
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from typing import TextIO
 
 import orjson
 
-from application.ports import OnHandled, StatusReporter, StatusUpdate
+from python_worker.application.ports import OnHandled, StatusReporter, StatusUpdate
 
 
 class InMemoryStatusReporter(StatusReporter):

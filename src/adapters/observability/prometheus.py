@@ -9,7 +9,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from application.ports import JobObserver
+from python_worker.application.ports import JobObserver
 
 log = logging.getLogger(__name__)
 

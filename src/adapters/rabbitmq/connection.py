@@ -9,7 +9,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from domain.jobs import Priority
+from python_worker.domain.jobs import Priority
 
 log = logging.getLogger(__name__)
 

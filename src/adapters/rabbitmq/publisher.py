@@ -7,8 +7,13 @@ from dataclasses import dataclass, field
 import pika
 import pika.exceptions
 
-from adapters.rabbitmq.connection import EXCHANGE, BrokerConfig, connect, declare_topology
-from domain.jobs import Priority
+from python_worker.adapters.rabbitmq.connection import (
+    EXCHANGE,
+    BrokerConfig,
+    connect,
+    declare_topology,
+)
+from python_worker.domain.jobs import Priority
 
 log = logging.getLogger(__name__)
 

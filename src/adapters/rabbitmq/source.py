@@ -14,8 +14,8 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from adapters.backoff import full_jitter
-from adapters.rabbitmq.connection import (
+from python_worker.adapters.backoff import full_jitter
+from python_worker.adapters.rabbitmq.connection import (
     EXCHANGE,
     JOB_QUEUES,
     BrokerConfig,
@@ -23,8 +23,8 @@ from adapters.rabbitmq.connection import (
     declare_topology,
     describe,
 )
-from application.ports import Delivery, MessageSource, Settlement, SourceStatus
-from domain.jobs import Priority
+from python_worker.application.ports import Delivery, MessageSource, Settlement, SourceStatus
+from python_worker.domain.jobs import Priority
 
 log = logging.getLogger(__name__)
 

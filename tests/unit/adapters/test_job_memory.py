@@ -5,10 +5,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from adapters.memory import InMemoryJobMemory
-from adapters.sqlite_store import SqliteJobMemory
-from application.ports import JobMemory, StatusUpdate
-from domain.jobs import JobStatus
+from python_worker.adapters.memory import InMemoryJobMemory
+from python_worker.adapters.sqlite_store import SqliteJobMemory
+from python_worker.application.ports import JobMemory, StatusUpdate
+from python_worker.domain.jobs import JobStatus
 
 
 def final(job_id: str, value: int = 1) -> StatusUpdate:

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from adapters.memory import InMemoryJobMemory, InMemorySource, InMemoryStatusReporter
-from application.job_types import run_job
-from application.ports import Delivery, JobObserver, Settlement, StatusReporter
-from application.process_job import JobProcessor, WorkerIdentity
-from application.stats import WorkerStats
-from domain.jobs import JobStatus
+from python_worker.adapters.memory import InMemoryJobMemory, InMemorySource, InMemoryStatusReporter
+from python_worker.application.job_types import run_job
+from python_worker.application.ports import Delivery, JobObserver, Settlement, StatusReporter
+from python_worker.application.process_job import JobProcessor, WorkerIdentity
+from python_worker.application.stats import WorkerStats
+from python_worker.domain.jobs import JobStatus
 from tests.conftest import make_memory_worker
 from tests.fakes import (
     FakeClock,
@@ -242,7 +242,7 @@ def test_logs_the_pause_once_and_no_resume_when_a_job_thread_looked_just_before_
                 reporter.someone_paused.set()
 
     signal = PausedSignal()
-    logging.getLogger("application.worker").addHandler(signal)
+    logging.getLogger("python_worker.application.worker").addHandler(signal)
     worker = harness.worker
     thread = threading.Thread(target=worker.run)
     try:
@@ -252,7 +252,7 @@ def test_logs_the_pause_once_and_no_resume_when_a_job_thread_looked_just_before_
     finally:
         worker.stop()
         thread.join(10)
-        logging.getLogger("application.worker").removeHandler(signal)
+        logging.getLogger("python_worker.application.worker").removeHandler(signal)
 
     assert caplog.text.count("not taking new jobs") == 1, caplog.text
     assert "taking jobs again" not in caplog.text, caplog.text

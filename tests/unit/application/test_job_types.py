@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from application.job_types import JOB_TYPES, run_job
-from domain.errors import InvalidPayload, UnknownJobType
-from domain.limits import DEFAULT_COUNT, MAX_COUNT, MAX_NUMBERS, MAX_PATTERN_LENGTH
+from python_worker.application.job_types import JOB_TYPES, run_job
+from python_worker.domain.errors import InvalidPayload, UnknownJobType
+from python_worker.domain.limits import DEFAULT_COUNT, MAX_COUNT, MAX_NUMBERS, MAX_PATTERN_LENGTH
 
 
 def _failure(job_type: str, payload: dict[str, object]) -> str:

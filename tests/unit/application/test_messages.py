@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from application.messages import job_id_of, parse_job
-from domain.errors import InvalidMessage
+from python_worker.application.messages import job_id_of, parse_job
+from python_worker.domain.errors import InvalidMessage
 
 BOM = "\ufeff".encode()
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from adapters.memory import InMemoryJobMemory, InMemorySource, InMemoryStatusReporter
-from application.ports import Delivery, StatusReporter
-from application.process_job import JobProcessor, WorkerIdentity
-from application.stats import WorkerStats
-from domain.jobs import JobStatus
+from python_worker.adapters.memory import InMemoryJobMemory, InMemorySource, InMemoryStatusReporter
+from python_worker.application.ports import Delivery, StatusReporter
+from python_worker.application.process_job import JobProcessor, WorkerIdentity
+from python_worker.application.stats import WorkerStats
+from python_worker.domain.jobs import JobStatus
 from tests.fakes import AckLosingSource, DeferredStatusReporter, FakeClock
 
 

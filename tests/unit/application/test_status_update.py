@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from application.ports import StatusUpdate
-from domain.jobs import JobStatus
+from python_worker.application.ports import StatusUpdate
+from python_worker.domain.jobs import JobStatus
 
 
 def update(job_id: str, status: JobStatus = JobStatus.RUNNING, attempt: int = 1) -> StatusUpdate:

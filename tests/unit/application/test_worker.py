@@ -5,9 +5,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.memory import InMemorySource
-from application.worker import Worker
-from domain.jobs import JobStatus
+from python_worker.adapters.memory import InMemorySource
+from python_worker.application.worker import Worker
+from python_worker.domain.jobs import JobStatus
 from tests.conftest import MemoryWorker, make_memory_worker
 from tests.fakes import FailingHeartbeatSink, FullOutboxStatusReporter
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.calculation import (
+from python_worker.domain.calculation import (
     GENERATED_MAX,
     GENERATED_MIN,
     aggregate,
@@ -22,8 +22,8 @@ from domain.calculation import (
     sort_numbers,
     total,
 )
-from domain.errors import InvalidPayload
-from domain.limits import MAX_COUNT, MAX_NUMBERS, MAX_SAFE_INTEGER
+from python_worker.domain.errors import InvalidPayload
+from python_worker.domain.limits import MAX_COUNT, MAX_NUMBERS, MAX_SAFE_INTEGER
 
 finite_floats = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e100, max_value=1e100)
 safe_ints = st.integers(min_value=-MAX_SAFE_INTEGER, max_value=MAX_SAFE_INTEGER)

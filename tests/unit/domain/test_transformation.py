@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.errors import InvalidPayload
-from domain.limits import MAX_DEPTH, MAX_FIELDS, MAX_NODES, MAX_STRING_LENGTH
-from domain.transformation import (
+from python_worker.domain.errors import InvalidPayload
+from python_worker.domain.limits import MAX_DEPTH, MAX_FIELDS, MAX_NODES, MAX_STRING_LENGTH
+from python_worker.domain.transformation import (
     filter_data,
     lowercase,
     normalize,

@@ -8,9 +8,9 @@ import re2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.errors import InvalidPayload
-from domain.limits import MAX_PATTERN_LENGTH, MAX_SAFE_INTEGER, MAX_STRING_LENGTH
-from domain.validation import (
+from python_worker.domain.errors import InvalidPayload
+from python_worker.domain.limits import MAX_PATTERN_LENGTH, MAX_SAFE_INTEGER, MAX_STRING_LENGTH
+from python_worker.domain.validation import (
     Verdict,
     validate_email,
     validate_length,

@@ -17,8 +17,10 @@ from typing import Any, Self
 
 import orjson
 
+from python_worker.adapters.http.heartbeat_sink import HEARTBEAT_PATH
+
 STATUS_PATH = "/api/jobs/status"
-HEARTBEAT_PATH = "/api/workers/heartbeat"
+"""Where the stand-in takes status updates (STATUS_UPDATE_URL's path by default)."""
 ENDPOINTS = {"status": STATUS_PATH, "heartbeat": HEARTBEAT_PATH}
 
 _MAX_HEAD = 64 * 1024
@@ -107,16 +109,16 @@ class StandInApi:
     """The status API and orchestrator in one small HTTP/1.1 server on 127.0.0.1.
 
     Used in-process by the integration tests (a context manager on a free port), by the
-    benchmark, and on its own by the docker-compose stack (`python -m adapters.http.stand_in_api
-    --port 8080`). It records every status update and heartbeat it accepts, in arrival order,
-    with their headers; `requests` records every POST whatever the answer. Each endpoint
-    ("status", "heartbeat") can be scripted to answer a given code (for the next N requests or
-    until changed), or to hang; the whole server can refuse connections and later resume on the
-    same port. Out-of-process users read and script it over HTTP under `/_stand-in/`.
+    benchmark, and on its own by the docker-compose stack and the local dev stack (`python -m
+    devtools.stand_in_api --port 8080`). It records every status update and heartbeat it
+    accepts, in arrival order, with their headers; `requests` records every POST whatever the
+    answer. Each endpoint ("status", "heartbeat") can be scripted to answer a given code (for
+    the next N requests or until changed), or to hang; the whole server can refuse connections
+    and later resume on the same port. Out-of-process users read and script it over HTTP under
+    `/_stand-in/`.
 
-    It runs on asyncio with a hand-written HTTP/1.1 parser on one thread: keep-alive
-    connections cost no thread each, and the benchmark needs thousands of POSTs a second from
-    one core.
+    It runs on asyncio with a hand-written HTTP/1.1 parser on one thread: keep-alive connections
+    cost no thread each, and the benchmark needs thousands of POSTs a second from one core.
     """
 
     def __init__(

@@ -1,0 +1,1 @@
+"""RabbitMQ adapters: the message source, the publisher, the topology they share."""
