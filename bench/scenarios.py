@@ -208,7 +208,8 @@ class UnderTest:
 def reset_job_queues(broker: Broker) -> None:
     """Declare the project's topology as the worker would, and empty its queues."""
     # The worker's own settings class, so queue arguments match what the worker will declare.
-    config = load_settings(rabbitmq_host=broker.host, rabbitmq_port=broker.port).broker_config()
+    settings = load_settings(rabbitmq_host=broker.host, rabbitmq_port=broker.port)
+    config = settings.broker_config(settings.max_delivery_attempts)
     with broker.connect() as connection:
         declare_topology(connection, config)
         channel = connection.channel()

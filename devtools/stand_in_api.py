@@ -17,6 +17,7 @@ from typing import Any, Self
 
 import orjson
 
+from python_worker.adapters.http.headers import authorization
 from python_worker.adapters.http.heartbeat_sink import HEARTBEAT_PATH
 
 STATUS_PATH = "/api/jobs/status"
@@ -132,7 +133,7 @@ class StandInApi:
         self.host = host
         self._requested_port = port
         self._port: int | None = None
-        self._expected_auth = f"Bearer {required_token}" if required_token else None
+        self._expected_auth = authorization(required_token).get("Authorization")
         self._cond = threading.Condition()
         self._statuses: collections.deque[Received] = collections.deque(maxlen=max_records)
         self._heartbeats: collections.deque[Received] = collections.deque(maxlen=max_records)

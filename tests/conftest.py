@@ -46,7 +46,10 @@ def make_memory_worker(**settings: Any) -> MemoryWorker:
         "shutdown_grace_seconds": 5,
     }
     container = build_container(
-        load_settings(**(defaults | settings)), reporter="memory", heartbeats="memory"
+        load_settings(**(defaults | settings)),
+        reporter="memory",
+        heartbeats="memory",
+        job_memory="memory",
     )
     return MemoryWorker(
         container=container,

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 from python_worker.adapters.memory import InMemoryJobMemory, InMemorySource, InMemoryStatusReporter
 from python_worker.application.ports import (
+    Clock,
     Delivery,
     Heartbeat,
     HeartbeatFailed,
@@ -180,7 +181,7 @@ class FailingHeartbeatSink(HeartbeatSink):
         raise HeartbeatFailed("orchestrator refused the connection")
 
 
-class FakeClock:
+class FakeClock(Clock):
     """A clock that moves only when told to."""
 
     def __init__(self) -> None:

@@ -1,6 +1,8 @@
 """The job-type table: each `type` names its payload schema and the domain handler that runs it."""
 
+import os
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Annotated, Any, Literal
@@ -113,7 +115,7 @@ class RegexPayload(ValuePayload):
     pattern: StrictStr = Field(max_length=MAX_PATTERN_LENGTH)
 
 
-# --- Handlers: validated payload in, SPEC §5 result out -------------------------------------
+# --- Handlers: validated payload in, contract §5 result out -------------------------------------
 
 Result = dict[str, Any]
 Handler = Callable[[str, Any, RngFactory], Result]
@@ -280,13 +282,65 @@ JOB_TYPES: frozenset[str] = frozenset(_GENERIC) | frozenset(
 """Every job `type` the worker runs."""
 
 
+# --- Test-only job types, opt-in (WORKER_TEST_HANDLERS) -------------------------------------
+
+
+class EscapingJobError(BaseException):
+    """Raised by the test job type `test.escape`: a fault no handler error stands for."""
+
+
+def _crash(_payload: Mapping[str, Any]) -> dict[str, Any]:
+    # Stands in for a job that takes the process down (a segfault in a C extension...).
+    os._exit(70)
+
+
+def _sleep(payload: Mapping[str, Any]) -> dict[str, Any]:
+    seconds = min(float(payload.get("seconds", 1)), 60.0)
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
+def _escape(_payload: Mapping[str, Any]) -> dict[str, Any]:
+    # Stands in for a fault outside the handlers' own errors (a bug in the worker, a library
+    # raising what it should not): it escapes the processing of the delivery.
+    raise EscapingJobError("test.escape escapes the job's processing on purpose")
+
+
+TEST_JOBS: Mapping[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "test.crash": _crash,
+    "test.sleep": _sleep,
+    "test.escape": _escape,
+}
+"""Job types the fault tests need and a production worker must not run: the worker takes them
+only when WORKER_TEST_HANDLERS is set."""
+
+
+def job_table(with_test_jobs: bool) -> tuple[frozenset[str], Callable[..., dict[str, Any]]]:
+    """The job types a worker runs and the function that runs them: the built-in ones, and the
+    test-only ones when asked for."""
+    if not with_test_jobs:
+        return JOB_TYPES, _run_with_system_randomness
+
+    def run(job_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        test_job = TEST_JOBS.get(job_type)
+        if test_job is not None:
+            return test_job(payload)
+        return _run_with_system_randomness(job_type, payload)
+
+    return JOB_TYPES | frozenset(TEST_JOBS), run
+
+
+def _run_with_system_randomness(job_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    return run_job(job_type, payload, rng_factory=random.Random)
+
+
 def run_job(
     job_type: str,
     payload: Mapping[str, Any],
     *,
     rng_factory: RngFactory = random.Random,
 ) -> dict[str, Any]:
-    """The SPEC §5 result of running `job_type` on `payload`; JSON-ready, camelCase keys.
+    """The contract §5 result of running `job_type` on `payload`; JSON-ready, camelCase keys.
 
     Raises UnknownJobType for a type not in JOB_TYPES and InvalidPayload, with a one-line
     message naming the field, for a payload the handler cannot run. Generated numbers come from

@@ -16,7 +16,7 @@ MAX_JOB_TYPE_LENGTH = 64
 
 
 class JobEnvelope(BaseModel):
-    """The SPEC §4 message: `id`, `type`, optional `payload`; extra fields kept and ignored."""
+    """The contract §4 message: `id`, `type`, optional `payload`; extra fields kept and ignored."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 

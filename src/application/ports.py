@@ -1,12 +1,11 @@
 """The ports the core depends on. Adapters implement them; the contract tests hold them to it."""
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Any
-from urllib.parse import quote
 
 from python_worker.domain.jobs import JobStatus, Priority
 
@@ -26,15 +25,15 @@ class Settlement(Enum):
 class Delivery:
     """One message handed out by a `MessageSource`; settle it exactly once.
 
-    `handle` is the adapter's own bookkeeping (a delivery tag and channel, a list index...);
-    the core never looks inside it. `attempt` counts deliveries of this message, 1 on the first.
+    `handle` is the adapter's own bookkeeping (a delivery tag and channel, the message's
+    headers, a list index...); the core never looks inside it. `attempt` counts deliveries of
+    this message, 1 on the first.
     """
 
     body: bytes
     priority: Priority
     handle: Any = None
     attempt: int = 1
-    headers: Mapping[str, Any] = field(default_factory=dict)
     redelivered: bool = False
     received_at: float | None = None
     """`time.monotonic()` when the adapter got it from the broker, if it buffers deliveries."""
@@ -100,13 +99,9 @@ class SourceStatus:
     reconnects: int = 0
 
 
-_KEY_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
-"""What a job id keeps as-is in an idempotency key: printable ASCII but space and `%`."""
-
-
 @dataclass(frozen=True)
 class StatusUpdate:
-    """One status change of one job, as posted to the status API."""
+    """One status change of one job (contract §6); adapters/wire.py writes it as JSON."""
 
     job_id: str
     status: JobStatus
@@ -120,55 +115,6 @@ class StatusUpdate:
     error_message: str | None = None
     progress: int | None = None
     duration_ms: float | None = None
-
-    @property
-    def idempotency_key(self) -> str:
-        """`<jobId>:<status>:<attempt>`; the id percent-encoded (UTF-8) beyond printable ASCII.
-
-        It travels in an HTTP header, which holds Latin-1 text without line breaks, while a job
-        id may hold any character: encoded, every id gives a sendable key, and distinct ids
-        distinct keys. An id of printable ASCII without `%` (the usual kind) stays as it is.
-        """
-        return f"{quote(self.job_id, safe=_KEY_SAFE)}:{self.status.value}:{self.attempt}"
-
-    def to_json(self) -> dict[str, Any]:
-        """The SPEC §6 body: camelCase, optional fields only where they apply."""
-        body: dict[str, Any] = {
-            "jobId": self.job_id,
-            "status": self.status.value,
-            "workerId": self.worker_id,
-            "workerType": self.worker_type,
-            "timestamp": _iso(self.timestamp),
-            "attempt": self.attempt,
-        }
-        optional = {
-            "jobType": self.job_type,
-            "queue": self.queue,
-            "result": self.result,
-            "errorMessage": self.error_message,
-            "progress": self.progress,
-            "durationMs": self.duration_ms,
-        }
-        body.update({key: value for key, value in optional.items() if value is not None})
-        return body
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> "StatusUpdate":
-        """The update back from its `to_json()` body (as kept in local state)."""
-        return cls(
-            job_id=body["jobId"],
-            status=JobStatus(body["status"]),
-            worker_id=body["workerId"],
-            worker_type=body.get("workerType", "python"),
-            timestamp=datetime.fromisoformat(body["timestamp"]),
-            job_type=body.get("jobType"),
-            queue=body.get("queue"),
-            attempt=body.get("attempt", 1),
-            result=body.get("result"),
-            error_message=body.get("errorMessage"),
-            progress=body.get("progress"),
-            duration_ms=body.get("durationMs"),
-        )
 
 
 OnHandled = Callable[[], None]
@@ -250,7 +196,7 @@ class JobMemory(abc.ABC):
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """The worker's liveness report (SPEC §7)."""
+    """The worker's liveness report (contract §7); adapters/wire.py writes it as JSON."""
 
     worker_id: str
     worker_type: str
@@ -269,26 +215,6 @@ class Heartbeat:
     accepting_jobs: bool = True
     problems: tuple[str, ...] = ()
     """What keeps the worker from its work (as `/readyz` lists it); empty when all is well."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "workerId": self.worker_id,
-            "workerType": self.worker_type,
-            "status": self.status,
-            "capacity": self.capacity,
-            "currentLoad": self.current_load,
-            "processedCount": self.processed_count,
-            "failedCount": self.failed_count,
-            "successRate": self.success_rate,
-            "averageJobTimeMs": self.average_job_time_ms,
-            "timestamp": _iso(self.timestamp),
-            "hostname": self.hostname,
-            "version": self.version,
-            "brokerConnected": self.broker_connected,
-            "outboxDepth": self.outbox_depth,
-            "acceptingJobs": self.accepting_jobs,
-            "problems": list(self.problems),
-        }
 
 
 class HeartbeatFailed(Exception):
@@ -318,5 +244,96 @@ class JobObserver(abc.ABC):
         """One job ended with `outcome` (completed, failed, dead-lettered)."""
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+class Clock(abc.ABC):
+    """Wall time for timestamps, monotonic time for durations; tests pass one they can move."""
+
+    @abc.abstractmethod
+    def now(self) -> datetime:
+        """Now, timezone-aware, in UTC."""
+
+    @abc.abstractmethod
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary start that never goes back."""
+
+
+@dataclass
+class PublishReport:
+    """What happened to each message of a `JobPublisher.publish`: confirmed, or why not."""
+
+    confirmed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+class PublishFailed(Exception):
+    """Raised when the broker cannot be reached to publish at all."""
+
+
+class JobPublisher(abc.ABC):
+    """Puts job messages on the priority queues; a message counts once the broker confirmed it.
+
+    What `publish` and `dead-letters requeue` drive; each broker adapter implements it.
+    """
+
+    @abc.abstractmethod
+    def publish(self, messages: Iterable[tuple[Priority, bytes]]) -> PublishReport:
+        """Send each (tier, body), as a persistent message; raises `PublishFailed` when the
+        broker cannot be reached at all, and reports a message it refused as a failure."""
+
+
+class Outcome(Enum):
+    """How one preflight check went; only FAIL makes `python-worker check` exit non-zero."""
+
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "FAIL"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One preflight check: what was checked and how it went, and for a problem, how to fix it."""
+
+    outcome: Outcome
+    what: str
+    fix: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome is Outcome.FAIL
+
+    def line(self) -> str:
+        """`ok   broker node rabbit1:5672 (vhost /) reachable` or `FAIL … — fix: …`."""
+        text = f"{self.outcome.value:<4} {self.what}"
+        return f"{text} — fix: {self.fix}" if self.fix else text
+
+
+class Preflight(abc.ABC):
+    """Proves, before a start, that one thing the worker needs is there and usable.
+
+    Every check is harmless: it takes no job, creates none and changes nothing that matters.
+    Results name no secret.
+    """
+
+    @abc.abstractmethod
+    def checks(self) -> Iterator[CheckResult]:
+        """Each check, yielded as soon as it is done (a slow one shows where it waits)."""
+
+
+class Broker(abc.ABC):
+    """One message broker: the source the worker consumes, the publisher, the preflight.
+
+    A broker is one adapter folder implementing this; the composition root picks one by
+    `WORKER_BROKER` (the README's "Adding a broker" lists what a new one touches).
+    """
+
+    @abc.abstractmethod
+    def source(self) -> MessageSource:
+        """The message source `run` consumes (made once, on first use)."""
+
+    @abc.abstractmethod
+    def publisher(self) -> JobPublisher:
+        """A publisher for `publish`."""
+
+    @abc.abstractmethod
+    def preflight(self) -> Preflight:
+        """The broker's checks for `check`: every node, the topology, the permissions."""

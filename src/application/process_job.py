@@ -1,16 +1,15 @@
 """The job-processing use case: one delivery in, its statuses reported, the delivery settled."""
 
 import logging
-import random
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from python_worker.application.clock import Clock
-from python_worker.application.job_types import JOB_TYPES, run_job
+from python_worker.application.job_types import JOB_TYPES, job_table
 from python_worker.application.messages import job_id_of, parse_job
 from python_worker.application.ports import (
+    Clock,
     Delivery,
     JobMemory,
     JobMemoryUnavailable,
@@ -29,6 +28,17 @@ log = logging.getLogger(__name__)
 JobRunner = Callable[[str, Mapping[str, Any]], dict[str, Any]]
 
 
+def broker_delivery_limit(max_attempts: int) -> int:
+    """Deliveries of one message, as the broker counts them, after which it is given up.
+
+    The worker counts starts in its job memory (`MAX_DELIVERY_ATTEMPTS`); the broker's count
+    is the backstop, at twice that, for a job that crashes workers on several hosts in turn or
+    whose host lost its memory. Broker adapters use it for their own last resort (a quorum
+    queue's `x-delivery-limit` is one more).
+    """
+    return 2 * max_attempts
+
+
 @dataclass(frozen=True)
 class WorkerIdentity:
     """Who reports: sent with every status update and heartbeat."""
@@ -42,7 +52,7 @@ class JobProcessor:
 
     A message is settled only from the reporter's `on_handled` callback, i.e. once its final
     status is delivered or durably stored: a crash at any point before leaves the message
-    unacknowledged, and the broker redelivers it (SPEC §4, at-least-once).
+    unacknowledged, and the broker redelivers it (contract §4, at least once).
     A job that fails — bad envelope, unknown type, bad payload, handler error — is rejected
     without requeue, so it lands in `job.dead-letter` instead of looping.
     """
@@ -65,7 +75,7 @@ class JobProcessor:
         self._identity = identity
         self._clock = clock
         self._stats = stats
-        self._run = runner or _run_with_system_randomness
+        self._run = runner or job_table(with_test_jobs=False)[1]
         self._observers = tuple(observers)
         self._memory = memory
         self._max_attempts = max_attempts
@@ -159,7 +169,7 @@ class JobProcessor:
                 f"gave up after {starts - 1} starts without an outcome (the job may crash the "
                 f"worker); the limit is MAX_DELIVERY_ATTEMPTS={limit}"
             )
-        if delivery.attempt > 2 * limit:
+        if delivery.attempt > broker_delivery_limit(limit):
             return (
                 f"gave up after {delivery.attempt - 1} deliveries without an outcome (the job "
                 f"may crash the workers); the limit is twice MAX_DELIVERY_ATTEMPTS={limit}"
@@ -301,7 +311,3 @@ class _SettleOnce:
             self(outcome, reason)
 
         return settle
-
-
-def _run_with_system_randomness(job_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-    return run_job(job_type, payload, rng_factory=random.Random)

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from python_worker.application.clock import Clock
 from python_worker.application.ports import (
+    Clock,
     Heartbeat,
     HeartbeatFailed,
     HeartbeatSink,

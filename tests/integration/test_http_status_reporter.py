@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from devtools.stand_in_api import StandInApi
-from python_worker.adapters.http.outbox import Outbox
 from python_worker.adapters.http.status_reporter import HttpStatusReporter
+from python_worker.adapters.sqlite.outbox import Outbox
 from python_worker.domain.jobs import JobStatus
 from tests.integration.http_fixtures import CANARY_TOKEN, Handled, update
 from tests.support.waiting import wait_until

@@ -7,7 +7,12 @@ import pika
 import pytest
 
 from python_worker.adapters.memory import InMemorySource
-from python_worker.adapters.rabbitmq.connection import EXCHANGE, BrokerConfig
+from python_worker.adapters.rabbitmq.connection import (
+    EXCHANGE,
+    ORIGINAL_QUEUE_HEADER,
+    REASON_HEADER,
+    BrokerConfig,
+)
 from python_worker.adapters.rabbitmq.source import RabbitMQSource
 from python_worker.application.ports import Delivery, MessageSource, Settlement
 from python_worker.domain.jobs import Priority
@@ -22,6 +27,10 @@ class SourceHarness(Protocol):
     def start(self, expected: int) -> None: ...
 
     def dead_letters(self) -> list[bytes]: ...
+
+    def dead_letter_reasons(self) -> list[tuple[bytes, str | None, str | None]]:
+        """(body, reason, original queue) of each dead letter, taken off the dead-letter queue."""
+        ...
 
     def remaining(self) -> int: ...
 
@@ -42,6 +51,10 @@ class MemoryHarness:
     def dead_letters(self) -> list[bytes]:
         assert isinstance(self.source, InMemorySource)
         return [d.body for d in self.source.dead_lettered]
+
+    def dead_letter_reasons(self) -> list[tuple[bytes, str | None, str | None]]:
+        assert isinstance(self.source, InMemorySource)
+        return [(d.body, d.reason, d.queue) for d in self.source.dead_lettered]
 
     def remaining(self) -> int:
         assert isinstance(self.source, InMemorySource)
@@ -77,12 +90,16 @@ class RabbitMQHarness:
         assert wait_until(lambda: sum(source.buffered().values()) >= expected, timeout=20)
 
     def dead_letters(self) -> list[bytes]:
-        bodies = []
+        return [body for body, _reason, _queue in self.dead_letter_reasons()]
+
+    def dead_letter_reasons(self) -> list[tuple[bytes, str | None, str | None]]:
+        found = []
         while True:
-            method, _props, body = self._channel.basic_get("job.dead-letter", auto_ack=True)
+            method, properties, body = self._channel.basic_get("job.dead-letter", auto_ack=True)
             if method is None:
-                return bodies
-            bodies.append(body)
+                return found
+            headers = properties.headers or {}
+            found.append((body, headers.get(REASON_HEADER), headers.get(ORIGINAL_QUEUE_HEADER)))
 
     def remaining(self) -> int:
         total = 0
@@ -165,6 +182,22 @@ def test_dead_lettered_message_lands_in_dead_letter_queue(harness: SourceHarness
 
     assert wait_until(lambda: harness.remaining() == 0, timeout=20)
     assert harness.dead_letters() == [b"poison"]
+
+
+def test_dead_lettered_message_carries_its_reason_and_queue_when_settled_with_one(
+    harness: SourceHarness,
+):
+    harness.publish("job.medium", b"not a job")
+    harness.start(expected=1)
+
+    harness.source.settle(
+        receive(harness.source), Settlement.DEAD_LETTER, "message body is not valid UTF-8 JSON"
+    )
+
+    assert wait_until(lambda: harness.remaining() == 0, timeout=20)
+    assert harness.dead_letter_reasons() == [
+        (b"not a job", "message body is not valid UTF-8 JSON", "job.medium")
+    ]
 
 
 def test_requeued_message_comes_back_as_the_next_attempt(harness: SourceHarness):

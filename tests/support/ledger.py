@@ -5,9 +5,11 @@ Every job the ledger publishes gets a unique id and is recorded with what should
 - a good job ends with exactly one final status per idempotency key at the status API (`running`
   first), normally `completed`; a redelivered job may get another final status with a higher
   attempt, never the same `Idempotency-Key` twice;
-- a bad message (or a job whose handler must fail) ends in `job.dead-letter` with an `x-death`
-  reason `rejected`, and, where the worker can read its id, a `failed` status whose
-  `errorMessage` carries the expected reason (otherwise the reason must show in the worker log).
+- a bad message (or a job whose handler must fail) ends in `job.dead-letter` carrying the
+  expected reason and its original queue in the worker's headers (contract §3; or, where the
+  worker could not publish that copy, an `x-death` reason `rejected`), and, where the worker can
+  read its id, a `failed` status whose `errorMessage` carries the expected reason (otherwise the
+  reason must show in the worker log).
 
 `wait_until_settled(timeout)` waits until that could be true; `assert_holds()` checks it, at the
 stand-in API and in the queues, and fails with a readable report:
@@ -19,7 +21,7 @@ stand-in API and in the queues, and fails with a readable report:
                 of a redelivered job that had finished -- is listed as "re-posted (allowed)";
                 `strict_keys=True` counts it as a duplicate too)
     queues      job.high|medium|low with messages ready or unacknowledged   must be 0
-    dead letter exactly the bad messages (bodies compared), reason rejected
+    dead letter exactly the bad messages (bodies compared), each with its reason
 
 Publishing uses publisher confirms (and `mandatory`): a message counts as *confirmed* only once
 the broker took responsibility for it. A publish interrupted by a broker outage has an unknown
@@ -48,6 +50,8 @@ from python_worker.adapters.rabbitmq.connection import (
     DEAD_LETTER_QUEUE,
     EXCHANGE,
     JOB_QUEUES,
+    ORIGINAL_QUEUE_HEADER,
+    REASON_HEADER,
     BrokerConfig,
     declare_topology,
 )
@@ -549,7 +553,23 @@ class Ledger:
             found["dead letter"].append(
                 f"{count} expected dead letter(s) missing: {_excerpt(body)}"
             )
+        reason_of = {e.body: e.reason for e in entries if e.dead_letter}
         for body, headers in dead:
+            if REASON_HEADER in headers:
+                # Dead-lettered by the worker (contract §3): why, and where from, travel along.
+                reason = _header_text(headers.get(REASON_HEADER))
+                queue = _header_text(headers.get(ORIGINAL_QUEUE_HEADER))
+                expected_reason = reason_of.get(body)
+                if expected_reason and expected_reason not in reason:
+                    found["dead letter"].append(
+                        f"reason {reason!r}, expected {expected_reason!r}: {_excerpt(body)}"
+                    )
+                if body in queue_of and queue != queue_of[body]:
+                    found["dead letter"].append(
+                        f"original queue {queue!r}, published to {queue_of[body]}: {_excerpt(body)}"
+                    )
+                continue
+            # Rejected, so the broker dead-lettered it (the worker's copy could not be published).
             deaths = headers.get("x-death") or []
             reasons = [_header_text(d.get("reason")) for d in deaths]
             queues = [_header_text(d.get("queue")) for d in deaths]

@@ -1,4 +1,4 @@
-"""The package list in pyproject.toml names every package under src/, so the wheel holds them all."""
+"""pyproject.toml lists every package under src/, so the wheel holds them all."""
 
 import tomllib
 from pathlib import Path

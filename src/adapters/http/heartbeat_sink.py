@@ -6,6 +6,8 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
+from python_worker.adapters.http.headers import JSON, authorization
+from python_worker.adapters.wire import heartbeat_body
 from python_worker.application.ports import Heartbeat, HeartbeatFailed, HeartbeatSink
 
 HEARTBEAT_PATH = "/api/workers/heartbeat"
@@ -40,16 +42,14 @@ class HttpHeartbeatSink(HeartbeatSink):
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._session.headers["Content-Type"] = "application/json"
-        if token:
-            self._session.headers["Authorization"] = f"Bearer {token}"
+        self._session.headers.update({**JSON, **authorization(token)})
 
     @property
     def url(self) -> str:
         return self._url
 
     def send(self, heartbeat: Heartbeat) -> None:
-        body = orjson.dumps(heartbeat.to_json())
+        body = orjson.dumps(heartbeat_body(heartbeat))
         try:
             with self._lock:
                 response = self._session.post(

@@ -5,21 +5,21 @@ import collections
 import concurrent.futures
 import email.utils
 import logging
-import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import requests
 
 from python_worker.adapters.backoff import full_jitter
-from python_worker.adapters.http.outbox import Outbox, OutboxUnavailable
+from python_worker.adapters.http.headers import JSON, authorization
 from python_worker.adapters.http.transport import KeepAlivePool, request_head
+from python_worker.adapters.sqlite.outbox import Outbox, OutboxUnavailable
+from python_worker.adapters.wire import encode_status, idempotency_key
 from python_worker.application.ports import OnHandled, StatusReporter, StatusUpdate
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,9 @@ class HttpStatusReporter(StatusReporter):
         # written out once: each POST adds its idempotency key, length and body to these bytes
         # and reads the answer without building requests' objects (a PreparedRequest copy and
         # a Response cost a third of a POST's CPU, measured with py-spy).
-        template = requests.Request("POST", url, data=b"{}", headers=_headers(token)).prepare()
+        template = requests.Request(
+            "POST", url, data=b"{}", headers={**JSON, **authorization(token)}
+        ).prepare()
         del template.headers["Content-Length"]
         self._url = template.url or url
         self._head = request_head(template)
@@ -199,7 +201,8 @@ class HttpStatusReporter(StatusReporter):
     # -- the port ------------------------------------------------------------------------------
 
     def report(self, update: StatusUpdate, on_handled: OnHandled | None = None) -> None:
-        pending = _Pending(update.job_id, update.idempotency_key, _encode(update), on_handled)
+        key, body = idempotency_key(update), encode_status(update)
+        pending = _Pending(update.job_id, key, body, on_handled)
         with self._progress:
             if self._closed:
                 raise RuntimeError("status reporter is closed")
@@ -556,7 +559,7 @@ class HttpStatusReporter(StatusReporter):
     # -- HTTP ----------------------------------------------------------------------------------
 
     async def _post(self, job_id: str, key: str, body: bytes) -> _Outcome:
-        # The key is printable ASCII: StatusUpdate.idempotency_key percent-encodes the rest.
+        # The key is printable ASCII: wire.idempotency_key percent-encodes the rest.
         message = b"%bIdempotency-Key: %b\r\nContent-Length: %d\r\n\r\n%b" % (
             self._head,
             key.encode("ascii"),
@@ -622,47 +625,6 @@ class HttpStatusReporter(StatusReporter):
                 return bool(self._progress.wait_for(condition, timeout))
             finally:
                 self._flush_waiters -= 1
-
-
-def _headers(token: str | None) -> dict[str, str]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    return headers
-
-
-def _encode(update: StatusUpdate) -> bytes:
-    """The body, encoded once; it travels as these bytes to the API or the outbox."""
-    body = update.to_json()
-    # orjson writes NaN and ±Infinity as null, silently; say so rather than refuse the update
-    # (losing a status would be worse than a null in a result).
-    if _has_non_finite([update.result, update.duration_ms]):
-        log.warning(
-            "status update for job %s has non-finite numbers (NaN, Infinity); sent as null",
-            update.job_id,
-        )
-    try:
-        encoded = orjson.dumps(body)
-    except TypeError as exc:
-        raise ValueError(f"status update for job {update.job_id} is not JSON: {exc}") from exc
-    # orjson's bytes keep the buffer it wrote into, 4 KiB however short the JSON (measured
-    # with tracemalloc: 513 bodies in flight held 2 MiB). A body waits for the API, so keep
-    # an exact-size copy instead: about 100 ns.
-    return bytes(memoryview(encoded))
-
-
-def _has_non_finite(value: Any) -> bool:
-    stack: list[Any] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                return True
-        elif isinstance(item, Mapping):
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-    return False
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -5,6 +5,7 @@ from typing import TextIO
 
 import orjson
 
+from python_worker.adapters.wire import status_body
 from python_worker.application.ports import OnHandled, StatusReporter, StatusUpdate
 
 
@@ -38,7 +39,7 @@ class JsonLinesStatusReporter(StatusReporter):
         self._stream = stream
 
     def report(self, update: StatusUpdate, on_handled: OnHandled | None = None) -> None:
-        line = orjson.dumps(update.to_json()).decode()
+        line = orjson.dumps(status_body(update)).decode()
         with self._lock:
             self._stream.write(line + "\n")
             self._stream.flush()

@@ -9,7 +9,8 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from python_worker.application.ports import JobObserver
+from python_worker.application.ports import JobObserver, MessageSource, StatusReporter
+from python_worker.application.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +116,44 @@ class HealthServer:
                 """Scrapes every few seconds would flood the log; stay quiet."""
 
         return Handler
+
+
+def serve_health(
+    host: str,
+    port: int,
+    metrics: PrometheusMetrics,
+    worker: Worker,
+    source: MessageSource,
+    reporter: StatusReporter,
+    capacity: int,
+) -> HealthServer:
+    """The worker's gauges on `metrics`, served with /healthz and /readyz on `host:port`.
+
+    Raises OSError when the port cannot be had.
+    """
+    stats = worker.stats
+    metrics.gauge("worker_jobs_in_flight", "Jobs running now.", lambda: stats.snapshot().in_flight)
+    metrics.gauge("worker_capacity", "Most jobs this worker runs at once.", lambda: capacity)
+    metrics.gauge(
+        "worker_status_outbox_depth",
+        "Status updates accepted but not yet delivered (in memory or in the outbox).",
+        reporter.backlog,
+    )
+    metrics.gauge(
+        "worker_status_delivery_failures",
+        "Status deliveries that failed (each retried or stored in the outbox).",
+        reporter.delivery_failures,
+    )
+    metrics.gauge(
+        "worker_broker_reconnects",
+        "Times the broker connection was lost and re-established.",
+        lambda: source.status().reconnects,
+    )
+    metrics.gauge(
+        "worker_broker_connected",
+        "1 while connected to the broker.",
+        lambda: source.status().connected,
+    )
+    server = HealthServer(host, port, metrics, worker.readiness)
+    server.start()
+    return server

@@ -1,14 +1,16 @@
-"""Connection parameters and the SPEC §3 topology, shared by the consumer and the publisher."""
+"""Connection parameters and the contract §3 topology, shared by the consumer and the publisher."""
 
 import logging
 import ssl
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pika
 import pika.exceptions
 
+from python_worker.application.process_job import broker_delivery_limit
 from python_worker.domain.jobs import Priority
 
 log = logging.getLogger(__name__)
@@ -18,6 +20,28 @@ DEAD_LETTER_QUEUE = "job.dead-letter"
 JOB_QUEUES = [priority.queue for priority in Priority.by_rank()]
 
 PRECONDITION_FAILED = 406
+ACCESS_REFUSED = 403
+NOT_FOUND = 404
+
+REASON_HEADER = "x-worker-reason"
+WORKER_HEADER = "x-worker-id"
+ORIGINAL_QUEUE_HEADER = "x-original-queue"
+DEAD_LETTERED_AT_HEADER = "x-dead-lettered-at"
+"""What a message the worker refused carries on job.dead-letter (contract §3)."""
+
+
+def dead_letter_headers(
+    reason: str | None, worker_id: str, queue: str, when: datetime
+) -> dict[str, str]:
+    """The headers that say why, by whom, from where and when a message was dead-lettered."""
+    return {
+        REASON_HEADER: reason or "(no reason given)",
+        WORKER_HEADER: worker_id,
+        ORIGINAL_QUEUE_HEADER: queue,
+        DEAD_LETTERED_AT_HEADER: when.astimezone(UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+    }
 
 
 @dataclass(frozen=True)
@@ -92,6 +116,15 @@ def connect(config: BrokerConfig) -> pika.BlockingConnection:
     raise failure
 
 
+def close_quietly(connection: pika.BlockingConnection) -> None:
+    """Close a connection that may be broken already; nothing more to release if so."""
+    try:
+        if connection.is_open:
+            connection.close()
+    except Exception:
+        log.debug("ignoring error while closing a broken connection", exc_info=True)
+
+
 def describe(exc: BaseException) -> str:
     """An exception as one log-friendly line (pika's messages carry no credentials)."""
     text = str(exc) or repr(exc)
@@ -105,10 +138,9 @@ def queue_arguments(config: BrokerConfig) -> dict[str, Any]:
     }
     if config.queue_type == "quorum":
         arguments["x-queue-type"] = "quorum"
-        # A backstop above the worker's own rule (which gives up after twice the limit in
-        # broker deliveries): only a message that crashes every worker even then is
-        # dead-lettered by the broker itself, without a status.
-        arguments["x-delivery-limit"] = 2 * config.max_delivery_attempts + 1
+        # A backstop above the worker's own rule: only a message that crashes every worker
+        # even then is dead-lettered by the broker itself, without a status.
+        arguments["x-delivery-limit"] = broker_delivery_limit(config.max_delivery_attempts) + 1
     return arguments
 
 

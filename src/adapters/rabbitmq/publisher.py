@@ -2,7 +2,6 @@
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import pika
 import pika.exceptions
@@ -13,24 +12,13 @@ from python_worker.adapters.rabbitmq.connection import (
     connect,
     declare_topology,
 )
+from python_worker.application.ports import JobPublisher, PublishFailed, PublishReport
 from python_worker.domain.jobs import Priority
 
 log = logging.getLogger(__name__)
 
 
-class PublishFailed(Exception):
-    """Raised when the broker cannot be reached to publish at all."""
-
-
-@dataclass
-class PublishReport:
-    """What happened to each message: confirmed by the broker, or why not."""
-
-    confirmed: int = 0
-    failures: list[str] = field(default_factory=list)
-
-
-class RabbitMQPublisher:
+class RabbitMQPublisher(JobPublisher):
     """Sends job bodies to `jobs.exchange`; a message counts only once the broker confirmed it.
 
     `mandatory` makes an unroutable message (its queue missing) come back as a failure instead

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pika
@@ -16,10 +17,13 @@ import pika.exceptions
 
 from python_worker.adapters.backoff import full_jitter
 from python_worker.adapters.rabbitmq.connection import (
+    DEAD_LETTER_QUEUE,
     EXCHANGE,
     JOB_QUEUES,
     BrokerConfig,
+    close_quietly,
     connect,
+    dead_letter_headers,
     declare_topology,
     describe,
 )
@@ -39,11 +43,13 @@ ample for the broker's next delivery, short enough that an emptied tier stops bl
 
 @dataclass(frozen=True)
 class _Handle:
-    """Which connection a delivery came on: a tag means nothing on any other channel."""
+    """Which connection a delivery came on (a tag means nothing on any other channel), and the
+    message's properties, which a dead-lettered copy carries on."""
 
     generation: int
     delivery_tag: int
     priority: Priority
+    properties: Any
 
 
 ATTEMPT_HEADER = "x-attempt"
@@ -94,9 +100,10 @@ class RabbitMQSource(MessageSource):
     broker redelivers them.
     """
 
-    def __init__(self, config: BrokerConfig, prefetch: int) -> None:
+    def __init__(self, config: BrokerConfig, prefetch: int, worker_id: str = "") -> None:
         self._config = config
         self._prefetch = prefetch
+        self._worker_id = worker_id
         self._buffers: dict[Priority, collections.deque[Delivery]] = {
             priority: collections.deque() for priority in Priority
         }
@@ -114,7 +121,7 @@ class RabbitMQSource(MessageSource):
         # the I/O thread touches it.
         self._outstanding: dict[int, None] = {}
         self._settle_lock = threading.Lock()
-        self._settlements: list[tuple[_Handle, Settlement]] = []
+        self._settlements: list[tuple[_Handle, Settlement, str | None, bytes]] = []
         self._drain_scheduled = False
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
@@ -173,7 +180,7 @@ class RabbitMQSource(MessageSource):
         # Settlements queue up and one callback sends all that arrived meanwhile: one wake-up
         # of the I/O thread per batch instead of per message, and room for multiple-acks.
         with self._settle_lock:
-            self._settlements.append((handle, outcome))
+            self._settlements.append((handle, outcome, reason, delivery.body))
             if self._drain_scheduled:
                 return
             self._drain_scheduled = True
@@ -271,7 +278,7 @@ class RabbitMQSource(MessageSource):
                     )
                     self._consumer_tags.append(channel.basic_consume(queue, callback))
         except BaseException:
-            _close_quietly(connection)
+            close_quietly(connection)
             raise
         self._connected.set()
         host = getattr(connection._impl.params, "host", "?")  # which node of the list answered
@@ -320,9 +327,8 @@ class RabbitMQSource(MessageSource):
         delivery = Delivery(
             body=body,
             priority=priority,
-            handle=_Handle(generation, method.delivery_tag, priority),
+            handle=_Handle(generation, method.delivery_tag, priority, properties),
             attempt=attempt,
-            headers=headers,
             redelivered=method.redelivered,
             received_at=time.monotonic(),
         )
@@ -359,12 +365,14 @@ class RabbitMQSource(MessageSource):
         channel = self._channel
         acks: set[int] = set()
         settled: list[Priority] = []
-        for handle, outcome in batch:
+        for handle, outcome, reason, body in batch:
             if handle.generation != self._generation or channel is None or not channel.is_open:
                 self._log_void_settlement(handle, outcome)
                 continue
             settled.append(handle.priority)
-            if outcome is Settlement.ACK:
+            if outcome is Settlement.ACK or (
+                outcome is Settlement.DEAD_LETTER and self._dead_letter(handle, body, reason)
+            ):
                 acks.add(handle.delivery_tag)
             else:
                 channel.basic_reject(handle.delivery_tag, requeue=outcome is Settlement.REQUEUE)
@@ -388,6 +396,43 @@ class RabbitMQSource(MessageSource):
             self._outstanding.pop(tag, None)
         if settled:
             self._left_window(settled)
+
+    def _dead_letter(self, handle: _Handle, body: bytes, reason: str | None) -> bool:
+        """Put a copy carrying why on job.dead-letter, confirmed; then the original is acked.
+
+        A reject would have the broker dead-letter the message with `x-death` only: AMQP has no
+        room for a reason in a reject. False (the caller rejects instead, and the reason is in
+        the log) when the copy could not be published and confirmed.
+        """
+        channel = self._republish_channel
+        if channel is None or not channel.is_open:
+            return False
+        properties = handle.properties
+        headers = dict(properties.headers or {})
+        headers.update(
+            dead_letter_headers(reason, self._worker_id, handle.priority.queue, datetime.now(UTC))
+        )
+        copy = pika.BasicProperties(
+            content_type=properties.content_type,
+            delivery_mode=2,
+            message_id=properties.message_id,
+            correlation_id=properties.correlation_id,
+            headers=headers,
+        )
+        try:
+            channel.basic_publish(
+                EXCHANGE, DEAD_LETTER_QUEUE, body, properties=copy, mandatory=True
+            )
+        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+            log.warning(
+                "could not put a message on %s with its reason (%s); rejecting it, so the broker "
+                "dead-letters it without one. The reason was: %s",
+                DEAD_LETTER_QUEUE,
+                exc,
+                reason,
+            )
+            return False
+        return True
 
     def _cancel_consumers(self) -> None:
         channel = self._channel
@@ -452,7 +497,7 @@ class RabbitMQSource(MessageSource):
             f" ({dropped} unstarted job(s) left to the broker)" if dropped else "",
         )
         if connection is not None:
-            _close_quietly(connection)
+            close_quietly(connection)
 
     def _close_connection(self) -> None:
         connection = self._connection
@@ -469,11 +514,3 @@ class RabbitMQSource(MessageSource):
             self._connected.clear()
             self._connection = None
         log.info("broker connection closed")
-
-
-def _close_quietly(connection: pika.BlockingConnection) -> None:
-    try:
-        if connection.is_open:
-            connection.close()
-    except Exception:  # already broken; nothing more to release
-        log.debug("ignoring error while closing a broken connection", exc_info=True)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 
 from python_worker.adapters.memory import InMemoryJobMemory
-from python_worker.adapters.sqlite_store import SqliteJobMemory
+from python_worker.adapters.sqlite.job_memory import SqliteJobMemory
 from python_worker.application.ports import JobMemory, StatusUpdate
 from python_worker.domain.jobs import JobStatus
 

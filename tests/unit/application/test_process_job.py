@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from python_worker.adapters.memory import InMemoryJobMemory, InMemorySource, InMemoryStatusReporter
+from python_worker.adapters.wire import idempotency_key, status_body
 from python_worker.application.ports import Delivery, StatusReporter
 from python_worker.application.process_job import JobProcessor, WorkerIdentity
 from python_worker.application.stats import WorkerStats
@@ -173,7 +174,7 @@ def test_status_update_body_has_spec_fields_in_camel_case(source, reporter):
 
     make_processor(source, reporter).process(delivery)
 
-    body = reporter.updates_for("s1")[-1].to_json()
+    body = status_body(reporter.updates_for("s1")[-1])
     assert body["jobId"] == "s1"
     assert body["status"] == "completed"
     assert body["workerId"] == "worker-1"
@@ -275,7 +276,7 @@ def test_re_reports_and_acks_without_running_when_a_finished_job_is_redelivered(
     assert calls == ["sum"]
     finals = [u for u in reporter.updates if u.status.is_final]
     assert len(finals) == 2
-    assert finals[0].idempotency_key == finals[1].idempotency_key
+    assert idempotency_key(finals[0]) == idempotency_key(finals[1])
     assert source.acked == [first.body]
 
 

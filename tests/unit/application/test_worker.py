@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from python_worker.adapters.memory import InMemorySource
+from python_worker.adapters.wire import heartbeat_body
 from python_worker.application.worker import Worker
 from python_worker.domain.jobs import JobStatus
 from tests.conftest import MemoryWorker, make_memory_worker
@@ -85,7 +86,7 @@ def test_heartbeat_carries_spec_fields_and_counters():
 
     harness.run_until_idle()
 
-    last = harness.heartbeats.heartbeats[-1].to_json()
+    last = heartbeat_body(harness.heartbeats.heartbeats[-1])
     assert last["workerId"] == "test-worker"
     assert last["workerType"] == "py-test"
     assert last["status"] == "draining"

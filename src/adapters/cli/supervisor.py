@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 from python_worker.adapters.backoff import full_jitter
@@ -131,3 +132,24 @@ def child_command() -> list[str]:
     # -P: the working directory is not put on sys.path, so a package there named like one of
     # ours cannot shadow it (an operator may start the supervisor from anywhere).
     return [sys.executable, "-P", "-m", "python_worker", "run"]
+
+
+def child_environment(
+    index: int,
+    worker_id: str,
+    outbox_dir: Path,
+    job_memory_dir: Path,
+    metrics_port: int | None,
+) -> dict[str, str]:
+    """One process of several: its own id, outbox and metrics port; the job memory is shared."""
+    env = {
+        "WORKER_PROCESSES": "1",
+        "WORKER_ID": f"{worker_id}-p{index}",
+        # Process 0 keeps the plain directory, so going from one process to several (or back)
+        # still replays an outbox left there.
+        "STATUS_OUTBOX_DIR": str(outbox_dir if index == 0 else outbox_dir / f"p{index}"),
+        "JOB_MEMORY_DIR": str(job_memory_dir),
+    }
+    if metrics_port is not None:
+        env["METRICS_PORT"] = str(metrics_port + index)
+    return env

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from python_worker.adapters.sqlite_store import LocalStateUnavailable, open_database
+from python_worker.adapters.sqlite.database import LocalStateUnavailable, open_database
 
 OUTBOX_FILENAME = "status-outbox.sqlite3"
 
@@ -131,6 +131,22 @@ class Outbox:
     def is_full(self) -> bool:
         """True once `max_items` rows or more are stored."""
         return self.count() >= self.max_items
+
+    @staticmethod
+    def depth_in(directory: Path) -> int:
+        """Updates an outbox in `directory` holds, read without opening it for writing (0 if
+        there is none or it cannot be read): for the preflight, while a worker may run."""
+        path = directory / OUTBOX_FILENAME
+        if not path.exists():
+            return 0
+        try:
+            with contextlib.closing(
+                sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+            ) as database:
+                row = database.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        except sqlite3.Error:
+            return 0
+        return int(row[0]) if row else 0
 
     def close(self) -> None:
         """Close the database; rows stay on disk for the next `Outbox` on this directory."""

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from python_worker.adapters.http.outbox import OUTBOX_FILENAME, Outbox, OutboxUnavailable
+from python_worker.adapters.sqlite.outbox import OUTBOX_FILENAME, Outbox, OutboxUnavailable
 
 
 def test_returns_rows_oldest_first_when_peeking(tmp_path: Path):

@@ -1,4 +1,4 @@
-"""Local SQLite state of one worker: opening a database, and the memory of recent jobs."""
+"""The memory of recent jobs (the JobMemory port) in a SQLite file that outlives the process."""
 
 import contextlib
 import logging
@@ -8,8 +8,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import orjson
-
+from python_worker.adapters.sqlite.database import LocalStateUnavailable, open_database
+from python_worker.adapters.wire import decode_status, encode_status
 from python_worker.application.ports import JobMemory, JobMemoryUnavailable, StatusUpdate
 
 log = logging.getLogger(__name__)
@@ -23,29 +23,6 @@ MAX_UNWRITTEN = 100_000
 """Most final statuses kept in memory while the disk refuses them; older ones are let go."""
 CLOSE_SECONDS = 5.0
 """Longest `close` waits for the writer: a shutdown must end within its grace period."""
-
-
-class LocalStateUnavailable(Exception):
-    """Raised when a local state directory cannot be created, opened or written."""
-
-
-def open_database(directory: Path, filename: str, synchronous: str) -> sqlite3.Connection:
-    """A WAL-mode connection shared across threads (callers serialise it with their own lock)."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        database = sqlite3.connect(
-            directory / filename, check_same_thread=False, isolation_level=None, timeout=10.0
-        )
-        # WAL makes a commit one sequential append. FULL also fsyncs each commit (survives a
-        # power cut); NORMAL survives a killed process, which is what redelivery is about.
-        database.execute("PRAGMA journal_mode=WAL")
-        database.execute(f"PRAGMA synchronous={synchronous}")
-        # Writes are appends and single-row lookups; SQLite's default 2 MiB page cache per
-        # connection bought nothing measurable here but resident memory (bench/: -1.8 MiB).
-        database.execute("PRAGMA cache_size=-512")
-    except (OSError, sqlite3.Error) as exc:
-        raise LocalStateUnavailable(f"directory {directory} is not writable: {exc}") from exc
-    return database
 
 
 class SqliteJobMemory(JobMemory):
@@ -131,10 +108,7 @@ class SqliteJobMemory(JobMemory):
                     first = None  # finish this batch, then stop
                     break
                 batch.append(item)
-            # An exact-size copy: orjson's bytes keep a 4 KiB buffer (see the status reporter).
-            unwritten += [
-                (u.job_id, bytes(memoryview(orjson.dumps(u.to_json())))) for u, _ in batch
-            ]
+            unwritten += [(update.job_id, encode_status(update)) for update, _ in batch]
             if self._write(unwritten):
                 unwritten = []
             elif len(unwritten) > MAX_UNWRITTEN:
@@ -197,7 +171,7 @@ class SqliteJobMemory(JobMemory):
             row = self._db.execute("SELECT final FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None or row[0] is None:
             return None
-        return StatusUpdate.from_json(orjson.loads(row[0]))
+        return decode_status(bytes(row[0]))
 
     def close(self) -> None:
         self._queue.put(None)

@@ -1,0 +1,1 @@
+"""SQLite adapters: the durable status outbox and the memory of recent jobs."""

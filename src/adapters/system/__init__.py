@@ -1,0 +1,1 @@
+"""The operating system's parts the worker uses as ports: its clock."""
