@@ -5,7 +5,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -26,11 +26,6 @@ from python_worker.domain.errors import InvalidPayload, UnknownJobType
 from python_worker.domain.jobs import json_kind
 from python_worker.domain.limits import (
     DEFAULT_COUNT,
-    MAX_COUNT,
-    MAX_FIELD_LENGTH,
-    MAX_FIELDS,
-    MAX_NUMBERS,
-    MAX_PATTERN_LENGTH,
     MAX_SEED,
 )
 from python_worker.domain.transformation import JsonObject, lowercase, normalize, reverse, uppercase
@@ -52,20 +47,23 @@ def _number(value: object) -> Number:
 
 
 # A plain validator, so that `true`, `"3"` and `NaN` each get one clear reason rather than
-# one complaint per member of an `int | float` union.
+# one complaint per member of an `int | float` union. The rule itself is the domain's.
 JsonNumber = Annotated[int | float, PlainValidator(_number)]
-FieldPath = Annotated[StrictStr, Field(max_length=MAX_FIELD_LENGTH)]
 
 
 class _Payload(BaseModel):
+    """A payload's shape and types. Its limits (how many numbers, how long a pattern...) are
+    the domain's to enforce, once, where the handler meets the value: see `run_job`."""
+
     # A misspelt option ("feilds") must fail loudly, not be silently ignored.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class CalculationPayload(_Payload):
     operation: str | None = None
-    numbers: list[JsonNumber] | None = Field(default=None, max_length=MAX_NUMBERS)
-    count: StrictInt | None = Field(default=None, ge=1, le=MAX_COUNT)
+    numbers: list[JsonNumber] | None = None
+    count: StrictInt | None = None
+    # The seed never reaches the domain (it seeds the random source here): its bound lives here.
     seed: StrictInt | None = Field(default=None, ge=-MAX_SEED, le=MAX_SEED)
 
     @model_validator(mode="after")
@@ -79,7 +77,7 @@ class CalculationPayload(_Payload):
 
 
 class SortPayload(CalculationPayload):
-    order: Literal["asc", "desc"] = "asc"
+    order: StrictStr = "asc"
 
 
 class TransformPayload(_Payload):
@@ -88,8 +86,8 @@ class TransformPayload(_Payload):
 
 
 class FilterPayload(TransformPayload):
-    fields: list[FieldPath] | None = Field(default=None, max_length=MAX_FIELDS)
-    exclude: list[FieldPath] | None = Field(default=None, max_length=MAX_FIELDS)
+    fields: list[StrictStr] | None = None
+    exclude: list[StrictStr] | None = None
 
 
 class ValuePayload(_Payload):
@@ -112,7 +110,7 @@ class LengthPayload(ValuePayload):
 
 
 class RegexPayload(ValuePayload):
-    pattern: StrictStr = Field(max_length=MAX_PATTERN_LENGTH)
+    pattern: StrictStr
 
 
 # --- Handlers: validated payload in, contract §5 result out -------------------------------------
@@ -348,7 +346,13 @@ def run_job(
     """
     name = _operation_name(job_type, payload)
     operation = _OPERATIONS[name]
-    return operation.run(name, _parse(operation.schema, payload), rng_factory)
+    try:
+        return operation.run(name, _parse(operation.schema, payload), rng_factory)
+    except InvalidPayload as exc:
+        if exc.field is None:
+            raise
+        # A limit the domain enforces on a payload field: name it where the job has it.
+        raise InvalidPayload(f"payload.{exc}") from None
 
 
 def _operation_name(job_type: str, payload: Mapping[str, Any]) -> str:

@@ -5,13 +5,11 @@ import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from python_worker.domain.errors import InvalidPayload
 from python_worker.domain.limits import MAX_COUNT, MAX_NUMBERS, MAX_SAFE_INTEGER
 
 Number = int | float
-Order = Literal["asc", "desc"]
 
 GENERATED_MIN = 1
 """Smallest generated number; generated numbers are integers, so every result is exact."""
@@ -73,7 +71,9 @@ def number_problem(value: object) -> str | None:
 def check_numbers(numbers: Sequence[object]) -> list[Number]:
     """The numbers themselves, once each is known to be acceptable and the list within limits."""
     if len(numbers) > MAX_NUMBERS:
-        raise InvalidPayload(f"numbers has {len(numbers)} items; the limit is {MAX_NUMBERS}")
+        raise InvalidPayload(
+            f"numbers has {len(numbers)} items; the limit is {MAX_NUMBERS}", field="numbers"
+        )
     checked: list[Number] = []
     for index, value in enumerate(numbers):
         problem = number_problem(value)
@@ -104,10 +104,10 @@ def maximum(numbers: Sequence[Number]) -> Number:
     return max(_values_for("max", numbers))
 
 
-def sort_numbers(numbers: Sequence[Number], order: Order = "asc") -> list[Number]:
+def sort_numbers(numbers: Sequence[Number], order: str = "asc") -> list[Number]:
     """The numbers in ascending or descending order; an empty list sorts to itself."""
     if order not in ("asc", "desc"):
-        raise InvalidPayload(f"order must be 'asc' or 'desc', not {order!r}")
+        raise InvalidPayload(f"order must be 'asc' or 'desc', not {order!r}", field="order")
     return sorted(check_numbers(numbers), reverse=order == "desc")
 
 
@@ -156,11 +156,11 @@ def describe(numbers: Sequence[Number]) -> Statistics:
 def generate_numbers(count: int, rng: random.Random) -> list[int]:
     """`count` random integers from GENERATED_MIN to GENERATED_MAX, drawn from `rng`."""
     if isinstance(count, bool) or not isinstance(count, int):
-        raise InvalidPayload(f"count must be an integer, not {count!r}")
+        raise InvalidPayload(f"count must be an integer, not {count!r}", field="count")
     if count > MAX_COUNT:
-        raise InvalidPayload(f"count is {count}; the limit is {MAX_COUNT}")
+        raise InvalidPayload(f"count is {count}; the limit is {MAX_COUNT}", field="count")
     if count < 1:
-        raise InvalidPayload(f"count is {count}; it must be at least 1")
+        raise InvalidPayload(f"count is {count}; it must be at least 1", field="count")
     return [rng.randint(GENERATED_MIN, GENERATED_MAX) for _ in range(count)]
 
 

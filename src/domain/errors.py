@@ -27,3 +27,8 @@ class UnknownJobType(JobError):
 
 class InvalidPayload(JobError):
     """Raised when a job's payload is missing something, has a wrong value or exceeds a limit."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        """The payload field a limit's message starts with: a job names it `payload.<field>`."""

@@ -186,14 +186,17 @@ def _remove(value: JsonValue, tree: _PathTree) -> JsonValue:
 
 def _path_tree(name: str, paths: Sequence[str]) -> _PathTree:
     if len(paths) > MAX_FIELDS:
-        raise InvalidPayload(f"{name} has {len(paths)} entries; the limit is {MAX_FIELDS}")
+        raise InvalidPayload(
+            f"{name} has {len(paths)} entries; the limit is {MAX_FIELDS}", field=name
+        )
     tree: _PathTree = {}
     for index, path in enumerate(paths):
         if not isinstance(path, str):
             raise InvalidPayload(f"{name}[{index}] must be a string, not {json_kind(path)}")
         if len(path) > MAX_FIELD_LENGTH:
             raise InvalidPayload(
-                f"{name}[{index}] has {len(path)} characters; the limit is {MAX_FIELD_LENGTH}"
+                f"{name}[{index}] has {len(path)} characters; the limit is {MAX_FIELD_LENGTH}",
+                field=name,
             )
         keys = path.split(".")
         if not all(keys):

@@ -144,7 +144,8 @@ def compile_pattern(pattern: str) -> Any:
         raise InvalidPayload(f"pattern must be a string, not {json_kind(pattern)}")
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise InvalidPayload(
-            f"pattern has {len(pattern)} characters; the limit is {MAX_PATTERN_LENGTH}"
+            f"pattern has {len(pattern)} characters; the limit is {MAX_PATTERN_LENGTH}",
+            field="pattern",
         )
     import re2
 
