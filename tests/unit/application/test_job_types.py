@@ -1,4 +1,4 @@
-"""The job-type table: every type runs through its schema and handler to a SPEC §5 result."""
+"""The job-type table: every type runs through its schema and handler to a contract §5 result."""
 
 import json
 import random
