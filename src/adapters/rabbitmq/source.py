@@ -370,10 +370,13 @@ class RabbitMQSource(MessageSource):
                 self._log_void_settlement(handle, outcome)
                 continue
             settled.append(handle.priority)
-            if outcome is Settlement.ACK or (
-                outcome is Settlement.DEAD_LETTER and self._dead_letter(handle, body, reason)
-            ):
+            if outcome is Settlement.ACK:
                 acks.add(handle.delivery_tag)
+            elif outcome is Settlement.DEAD_LETTER and self._dead_letter(handle, body, reason):
+                # Acked at once, not with the batch: the copy is confirmed, and every moment
+                # until the ack is one in which a lost connection leaves two copies.
+                channel.basic_ack(handle.delivery_tag)
+                self._outstanding.pop(handle.delivery_tag, None)
             else:
                 channel.basic_reject(handle.delivery_tag, requeue=outcome is Settlement.REQUEUE)
                 self._outstanding.pop(handle.delivery_tag, None)
@@ -402,7 +405,9 @@ class RabbitMQSource(MessageSource):
 
         A reject would have the broker dead-letter the message with `x-death` only: AMQP has no
         room for a reason in a reject. False (the caller rejects instead, and the reason is in
-        the log) when the copy could not be published and confirmed.
+        the log) when the copy could not be published and confirmed. Like every move here it is
+        at least once: a connection lost between the confirm and the ack brings the original
+        back, and it is dead-lettered again (`dead-letters list` shows how many times).
         """
         channel = self._republish_channel
         if channel is None or not channel.is_open:
