@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set everything up (venv, dev tools, a RabbitMQ server for the integration tests) and run
+# Set everything up (venv, dev tools, RabbitMQ and promtool for the integration tests) and run
 # every check: ruff, import-linter, mypy on src/, pytest. Extra arguments go to pytest.
 set -euo pipefail
 source "$(dirname "$0")/venv.sh" dev
@@ -7,6 +7,7 @@ cd "$ROOT"
 if [ -z "${RABBITMQ_URL:-}" ]; then
     bash scripts/ensure-rabbitmq.sh
 fi
+bash scripts/ensure-prometheus.sh  # promtool, for the alert rules' tests
 echo "==> ruff"
 ruff check src devtools tests bench scripts
 ruff format --check src devtools tests bench scripts

@@ -423,6 +423,7 @@ def _serve_health(container: Container, settings: Settings) -> HealthServer | No
             container.message_source(),
             container.status_reporter(),
             settings.worker_capacity,
+            settings.status_outbox_max_items,
         )
     except OSError as exc:
         raise ConfigurationError(
@@ -434,12 +435,20 @@ def _serve_health(container: Container, settings: Settings) -> HealthServer | No
 # --------------------------------------------------------------------------- entry point
 
 
+def _process_name(settings: Settings, args: argparse.Namespace) -> str:
+    """What every log line calls this process: the worker id, or its supervisor."""
+    processes = getattr(args, "processes", None) or settings.worker_processes
+    count = (os.cpu_count() or 1) if processes == "auto" else int(processes)
+    supervising = args.command == "run" and count > 1
+    return f"{settings.worker_id} supervisor" if supervising else settings.worker_id
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(VERSION).parse_args(argv)
     prepare_stdout(args.command)
     try:
         settings = load_settings()
-        configure_logging(settings.log_format, settings.log_level)
+        configure_logging(settings.log_format, settings.log_level, _process_name(settings, args))
         return COMMANDS[args.command](settings, args)
     except ConfigurationError as exc:
         print(exc, file=sys.stderr)

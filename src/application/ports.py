@@ -97,6 +97,8 @@ class SourceStatus:
     connected: bool
     consuming: bool
     reconnects: int = 0
+    waiting: int = 0
+    """Deliveries this source holds for the worker that no job thread has taken yet."""
 
 
 @dataclass(frozen=True)

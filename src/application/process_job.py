@@ -228,7 +228,8 @@ class JobProcessor:
         failed = error is not None
         status = JobStatus.FAILED if failed else JobStatus.COMPLETED
         self._stats.record(failed=failed, duration_ms=duration_ms)
-        log.info(
+        log.log(
+            logging.WARNING if failed else logging.INFO,
             "job %s type=%s queue=%s status=%s duration=%.1fms attempt=%d%s",
             job.id,
             job.type,

@@ -114,4 +114,4 @@ def test_metrics_endpoint_counts_jobs_and_readyz_follows_the_broker(
 
     assert api.wait_for(lambda: get(base + "/readyz")[0] == 200, 60)
     _, metrics = get(base + "/metrics")
-    assert re.search(r"^worker_broker_reconnects 1\.0$", metrics, re.MULTILINE)
+    assert re.search(r"^worker_broker_reconnects_total 1\.0$", metrics, re.MULTILINE)

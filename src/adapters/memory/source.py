@@ -109,7 +109,9 @@ class InMemorySource(MessageSource):
                 self._queues[message.priority].appendleft(message)
 
     def status(self) -> SourceStatus:
-        return SourceStatus(connected=True, consuming=self._receiving)
+        with self._ready:
+            waiting = sum(len(queue) for queue in self._queues.values())
+        return SourceStatus(connected=True, consuming=self._receiving, waiting=waiting)
 
     def pending(self) -> int:
         """Messages ready plus messages handed out and not yet settled."""

@@ -2,11 +2,12 @@
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from python_worker.application.ports import JobObserver, MessageSource, StatusReporter
@@ -46,6 +47,10 @@ class PrometheusMetrics(JobObserver):
             registry=self.registry,
         )
         self._gauges: list[Gauge] = []
+        self._counters = _CountersRead()
+        self.registry.register(self._counters)
+        # CPU, resident memory, open files, start time: process_* as every exporter has them.
+        ProcessCollector(registry=self.registry)
 
     def job_started(self, queue: str, waited_s: float) -> None:
         self.tier_wait.labels(queue).observe(waited_s)
@@ -59,6 +64,26 @@ class PrometheusMetrics(JobObserver):
         gauge = Gauge(name, documentation, registry=self.registry)
         gauge.set_function(read)
         self._gauges.append(gauge)
+
+    def counter(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A count kept elsewhere (reconnects, failed deliveries), exposed as `<name>_total`."""
+        self._counters.add(name, documentation, read)
+
+
+class _CountersRead:
+    """A collector of counters whose values another part keeps: read at each scrape."""
+
+    def __init__(self) -> None:
+        self._counters: list[tuple[str, str, Callable[[], float]]] = []
+
+    def add(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._counters.append((name, documentation, read))
+
+    def collect(self) -> Iterator[Metric]:
+        for name, documentation, read in self._counters:
+            family = CounterMetricFamily(name, documentation)
+            family.add_metric([], read())
+            yield family
 
 
 class HealthServer:
@@ -126,6 +151,7 @@ def serve_health(
     source: MessageSource,
     reporter: StatusReporter,
     capacity: int,
+    outbox_capacity: int,
 ) -> HealthServer:
     """The worker's gauges on `metrics`, served with /healthz and /readyz on `host:port`.
 
@@ -140,11 +166,16 @@ def serve_health(
         reporter.backlog,
     )
     metrics.gauge(
+        "worker_status_outbox_capacity",
+        "Updates the outbox holds before the worker stops taking jobs (STATUS_OUTBOX_MAX_ITEMS).",
+        lambda: outbox_capacity,
+    )
+    metrics.counter(
         "worker_status_delivery_failures",
         "Status deliveries that failed (each retried or stored in the outbox).",
         reporter.delivery_failures,
     )
-    metrics.gauge(
+    metrics.counter(
         "worker_broker_reconnects",
         "Times the broker connection was lost and re-established.",
         lambda: source.status().reconnects,
@@ -153,6 +184,16 @@ def serve_health(
         "worker_broker_connected",
         "1 while connected to the broker.",
         lambda: source.status().connected,
+    )
+    metrics.gauge(
+        "worker_deliveries_waiting",
+        "Deliveries received from the broker and not started yet (this worker's buffers).",
+        lambda: source.status().waiting,
+    )
+    metrics.gauge(
+        "worker_accepting_jobs",
+        "1 while the worker takes new jobs; 0 while it pauses (outbox full or not writable).",
+        lambda: worker.pause_reason() is None,
     )
     server = HealthServer(host, port, metrics, worker.readiness)
     server.start()
