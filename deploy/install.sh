@@ -40,6 +40,8 @@ if ! id "$USER_NAME" >/dev/null 2>&1; then
 fi
 install -d -o "$USER_NAME" -g "$USER_NAME" -m 0750 "$STATE_DIR" "$STATE_DIR/outbox"
 install -d -o root -g "$USER_NAME" -m 0750 "$CONF_DIR"
+# The secrets, one file each (systemd credentials, read by root when the unit starts).
+install -d -o root -g root -m 0700 "$CONF_DIR/credentials"
 
 release="$PREFIX/releases/$(date -u +%Y%m%dT%H%M%SZ)"
 say "installing $SOURCE into $release/venv"
@@ -92,10 +94,14 @@ say "unit installed: $UNIT_DIR/python-worker.service (not started)"
 cat <<NEXT
 
 Next:
-  1. edit $CONF_DIR/worker.env (WORKER_ID, broker, API URLs, secrets)
-  2. check it, as the worker's user, with the environment exactly as systemd reads it:
-       systemd-run --quiet --wait --pipe --uid=$USER_NAME --gid=$USER_NAME \\
+  1. edit $CONF_DIR/worker.env (WORKER_ID, broker, API URLs); put the broker password in
+     $CONF_DIR/credentials/rabbitmq-password (and the tokens beside it: docs/operations.md,
+     "Secrets")
+  2. check it, as the worker's user, with the environment exactly as systemd gives it:
+       systemd-run --quiet --wait --pipe --uid=$USER_NAME --gid=$USER_NAME --unit=python-worker-check \\
          -p EnvironmentFile=$CONF_DIR/worker.env -p WorkingDirectory=$STATE_DIR \\
+         -p LoadCredential=rabbitmq-password:$CONF_DIR/credentials/rabbitmq-password \\
+         -E RABBITMQ_PASSWORD_FILE=/run/credentials/python-worker-check.service/rabbitmq-password \\
          $PREFIX/venv/bin/python-worker check
   3. first install: systemctl enable --now python-worker
      upgrade:       systemctl restart python-worker   (SIGTERM drain: no job is lost)

@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from dependency_injector import containers, providers
@@ -34,8 +35,11 @@ from python_worker.adapters.observability.logging import configure_logging
 from python_worker.adapters.observability.settings import ObservabilitySettings
 from python_worker.adapters.rabbitmq.broker import RabbitMQBroker
 from python_worker.adapters.rabbitmq.settings import RabbitMQSettings
+from python_worker.adapters.sqlite.database import LocalStateUnavailable
 from python_worker.adapters.sqlite.job_memory import SqliteJobMemory
+from python_worker.adapters.sqlite.outbox import Outbox, OutboxUnavailable
 from python_worker.adapters.sqlite.settings import SqliteSettings
+from python_worker.adapters.system import environment
 from python_worker.adapters.system.clock import SystemClock
 from python_worker.adapters.system.malloc import cap_malloc_arenas
 from python_worker.application.job_types import job_table
@@ -152,10 +156,8 @@ class Settings(RabbitMQSettings, HttpSettings, SqliteSettings, ObservabilitySett
 
     def secrets(self) -> list[str | None]:
         """Values no printed line may show."""
-        password = self.rabbitmq_password.get_secret_value()
-        # guest/guest: the user name is printed on purpose and is no secret.
         return [
-            password if password != self.rabbitmq_username else None,
+            *self.broker_secrets(),
             _secret(self.status_api_token),
             _secret(self.orchestrator_token),
         ]
@@ -166,20 +168,63 @@ class ConfigurationError(Exception):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read the environment; a bad value becomes one `ConfigurationError` line."""
+    """Read the environment; a bad value or an unknown name becomes one `ConfigurationError` line.
+
+    Every secret may come from a file instead, named by NAME_FILE (`environment`).
+    """
+    known = setting_names()
+    unknown = environment.unknown_settings(os.environ, known, setting_prefixes())
+    if unknown:
+        guess = environment.closest_name(unknown[0], known)
+        if guess is not None:
+            raise ConfigurationError(f"unknown setting {unknown[0]} — did you mean {guess}?")
+        raise ConfigurationError(
+            f"unknown setting {unknown[0]} — no setting has a name like it; the README's "
+            '"Configuration" lists them all'
+        )
     try:
-        return Settings(**overrides)
+        from_files = environment.read_secret_files(os.environ, map(str.upper, _secret_fields()))
+    except environment.SecretFileError as exc:
+        credential = exc.variable.removesuffix("_FILE").lower().replace("_", "-")
+        raise ConfigurationError(
+            f"configuration error: {exc}"
+            f" (example: {exc.variable}=/run/credentials/python-worker.service/{credential})"
+        ) from None
+    try:
+        return Settings(**{name.lower(): value for name, value in from_files.items()} | overrides)
     except ValidationError as exc:
         raise ConfigurationError(_describe_setting_error(exc)) from None
 
 
+def _secret_fields() -> list[str]:
+    return [
+        name for name, info in Settings.model_fields.items() if "SecretStr" in repr(info.annotation)
+    ]
+
+
+def setting_names() -> set[str]:
+    """Every variable the worker reads: each setting, and NAME_FILE for each secret."""
+    return {name.upper() for name in Settings.model_fields} | {
+        f"{name.upper()}_FILE" for name in _secret_fields()
+    }
+
+
+def setting_prefixes() -> tuple[str, ...]:
+    """The first words of the settings' names (`RABBITMQ_`, `WORKER_`, …): a variable starting
+    with one of them that is no setting is taken for a typo."""
+    return tuple(sorted({name.split("_")[0].upper() + "_" for name in Settings.model_fields}))
+
+
 def _describe_setting_error(exc: ValidationError) -> str:
     error = exc.errors(include_url=False)[0]
-    field = str(error["loc"][0]) if error["loc"] else "?"
+    if not error["loc"]:
+        # A rule across settings (a mixin's model validator): its message names them all.
+        return f"configuration error: {error['msg'].removeprefix('Value error, ')}"
+    field = str(error["loc"][0])
     name = field.upper()
     info = Settings.model_fields.get(field)
     secret = info is not None and "SecretStr" in repr(info.annotation)
-    value = "" if secret else f"={error['input']!r}"
+    value = "" if secret or error["input"] is None else f"={error['input']!r}"
     problem = error["msg"]
     if problem.startswith("Value error, "):
         problem = problem.removeprefix("Value error, ")
@@ -363,10 +408,57 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
             job_memory_dir=settings.job_memory_directory,
             metrics_port=settings.metrics_port,
         )
+        # Each process checks its own directories too, but under the names the supervisor
+        # gives them (JOB_MEMORY_DIR always): check them here first, as the operator named them.
+        _open_local_state(
+            settings,
+            lambda: SqliteJobMemory(settings.job_memory_directory).close(),
+            lambda: Outbox(settings.status_outbox_dir).close(),
+        )
         return Supervisor(count, child_command(), child_env).run()
     cap_malloc_arenas()
     container = build_container(settings)
+    _open_local_state(settings, container.job_memory, container.status_reporter)
     return commands.run_worker(container.worker(), lambda: _serve_health(container, settings))
+
+
+def _open_local_state(
+    settings: Settings, job_memory: Callable[[], object], outbox: Callable[[], object]
+) -> None:
+    """Open the job memory and the outbox before anything connects: a directory the worker
+    cannot write is a configuration error (exit 2, which systemd does not restart), not a
+    traceback and a restart loop."""
+    # The job memory first: the reporter starts an event loop that would complain at exit.
+    try:
+        job_memory()
+    except LocalStateUnavailable as exc:
+        variable = "JOB_MEMORY_DIR" if settings.job_memory_dir else "STATUS_OUTBOX_DIR"
+        raise _directory_error(variable, settings.job_memory_directory, exc) from None
+    try:
+        outbox()
+    except OutboxUnavailable as exc:
+        raise _directory_error("STATUS_OUTBOX_DIR", settings.status_outbox_dir, exc) from None
+
+
+def _directory_error(variable: str, directory: Path, exc: Exception) -> ConfigurationError:
+    examples = Settings.model_fields[variable.lower()].examples or [""]
+    # SQLite says only "unable to open database file" where the directory itself is the problem.
+    writable = not directory.is_dir() or os.access(directory, os.W_OK)
+    reason = _reason(exc) if writable else "read-only, or no write permission for this user"
+    return ConfigurationError(
+        f"configuration error: {variable}={str(directory)!r}: cannot be created or written "
+        f"({reason}) (example: {variable}={examples[0]})"
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """What the operating system or SQLite said, without our own wrapping."""
+    cause: BaseException = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(cause)
 
 
 def _process(settings: Settings, args: argparse.Namespace) -> int:

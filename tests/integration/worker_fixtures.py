@@ -43,6 +43,9 @@ def start_worker(broker: Broker, api: StandInApi, tmp_path: Path) -> Iterator[St
             "worker_capacity": 4,
             "shutdown_grace_seconds": 20,
         }
+        if "rabbitmq_url" in env:
+            # The URL says where the broker is; RABBITMQ_HOST/PORT as well would be refused.
+            del settings["rabbitmq_host"], settings["rabbitmq_port"]
         settings.update(env)
         log = tmp_path / f"worker-{len(workers)}.log"
         worker = WorkerProcess(log, cwd=cwd, **settings).start()

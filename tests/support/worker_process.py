@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from python_worker.bootstrap import setting_prefixes
+
 CLI = [sys.executable, "-P", "-m", "python_worker"]
 """`python-worker` as this interpreter runs it: the installed package, never one in the cwd."""
 
@@ -23,10 +25,14 @@ class WorkerProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
+        # None of the worker's variables from the test run's own environment: RABBITMQ_URL
+        # there names the suite's broker (and would conflict with RABBITMQ_HOST), a LOG_LEVEL
+        # would change the worker and a name it does not know would stop it. Each test gives
+        # what it means.
         environment = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("WORKER_", "RABBITMQ_", "STATUS_", "ORCHESTRATOR_"))
+            if not key.upper().startswith(setting_prefixes())
         }
         environment.update(self._env)
         log = self.log_path.open("ab")

@@ -14,11 +14,16 @@ from typing import Any
 import pytest
 import yaml
 
-from python_worker.bootstrap import Settings
+from python_worker.bootstrap import Settings, load_settings, setting_names, setting_prefixes
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+SETTING_NAMES = setting_names()
+SECRETS = {
+    name.upper()
+    for name, info in Settings.model_fields.items()
+    if "SecretStr" in repr(info.annotation)
+}
 ENV_EXAMPLES = sorted(DEPLOY.glob("*.env.example"))
 WORKERS = ("worker-1", "worker-2")
 ASSIGNMENT = re.compile(r"^#?([A-Z][A-Z0-9_]*)=(.*)$")
@@ -122,12 +127,27 @@ def test_compose_stand_in_command_is_one_the_stand_in_accepts() -> None:
 
 
 @pytest.mark.parametrize("path", ENV_EXAMPLES, ids=lambda path: path.name)
-def test_env_example_uses_only_setting_names_and_valid_values(path: Path) -> None:
+def test_env_example_uses_only_setting_names_and_valid_values(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     names = set(env_file(path))
+    for name in os.environ:
+        if name.upper().startswith(setting_prefixes()):
+            monkeypatch.delenv(name)
+    for name, value in active_env(path).items():
+        monkeypatch.setenv(name, value)
 
     assert names <= SETTING_NAMES, names - SETTING_NAMES
-    values = {key.lower(): value for key, value in active_env(path).items()}
-    Settings(**values)  # every value in the example is one the worker accepts
+    load_settings()  # as the worker reads it: every value accepted, no name taken for a typo
+
+
+@pytest.mark.parametrize("path", ENV_EXAMPLES, ids=lambda path: path.name)
+def test_env_example_sets_no_secret_which_the_unit_gives_as_a_credential(path: Path) -> None:
+    names = set(env_file(path))
+
+    # The unit sets NAME_FILE for each; NAME as well would stop the worker at start.
+    assert names & SECRETS == set()
+    assert {f"{name}_FILE" for name in SECRETS} & names == set()
 
 
 def test_env_examples_give_each_vm_its_own_worker_id_and_the_outbox_under_var_lib() -> None:
@@ -164,6 +184,59 @@ def test_unit_runs_the_installed_cli_as_an_unprivileged_user_with_the_env_file()
     for path in ENV_EXAMPLES:
         outbox = active_env(path)["STATUS_OUTBOX_DIR"]
         assert any(outbox == root or outbox.startswith(root + "/") for root in writable)
+
+
+def unit_values(key: str) -> list[str]:
+    """Every value of a key the [Service] section repeats (configparser keeps only the last)."""
+    return [
+        line.removeprefix(f"{key}=")
+        for line in (DEPLOY / "python-worker.service").read_text().splitlines()
+        if line.startswith(f"{key}=")
+    ]
+
+
+def credentials_by_variable() -> dict[str, str]:
+    """NAME_FILE -> the credential id it reads from the unit's credentials directory (%d)."""
+    found = {}
+    for assignment in unit_values("Environment"):
+        name, _, value = assignment.partition("=")
+        if value.startswith("%d/"):
+            found[name] = value.removeprefix("%d/")
+    return found
+
+
+def test_unit_gives_every_secret_as_a_credential_file() -> None:
+    by_variable = credentials_by_variable()
+    loaded = dict(entry.split(":", 1) for entry in unit_values("LoadCredential"))
+
+    # The secrets of a VM on RabbitMQ; the broker's address is no secret there (RABBITMQ_HOST).
+    assert set(by_variable) == {
+        "RABBITMQ_PASSWORD_FILE",
+        "STATUS_API_TOKEN_FILE",
+        "ORCHESTRATOR_TOKEN_FILE",
+    }
+    assert set(by_variable) <= SETTING_NAMES
+    for credential in by_variable.values():
+        assert loaded[credential] == f"/etc/python-worker/credentials/{credential}"
+
+
+def test_unit_lets_the_tokens_be_absent_but_never_the_broker_password() -> None:
+    by_variable = credentials_by_variable()
+    defaults = dict(entry.split(":", 1) for entry in unit_values("SetCredential"))
+
+    # A lone newline: the worker strips it, and an empty token means none.
+    assert defaults == {
+        by_variable["STATUS_API_TOKEN_FILE"]: "\\n",
+        by_variable["ORCHESTRATOR_TOKEN_FILE"]: "\\n",
+    }
+    assert by_variable["RABBITMQ_PASSWORD_FILE"] not in defaults
+
+
+def test_unit_does_not_restart_a_worker_that_cannot_start() -> None:
+    service = unit()["Service"]
+
+    # 2: a configuration error; 243: systemd could not load a credential file.
+    assert set(service["RestartPreventExitStatus"].split()) == {"2", "243"}
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")

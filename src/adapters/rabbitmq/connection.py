@@ -2,10 +2,10 @@
 
 import logging
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pika
 import pika.exceptions
@@ -59,12 +59,40 @@ class BrokerConfig:
     tls_server_name: str | None = None
     queue_type: str = "classic"
     max_delivery_attempts: int = 5
+    ports: list[int] | None = None
+    """Each host's own port, in the order of `hosts`, when nodes differ (several on one host);
+    None: every node listens on `port`."""
+    configured_by: str | None = None
+    """The one variable the nodes and credentials came from (RABBITMQ_URL), for fix hints;
+    None: the separate RABBITMQ_* variables."""
 
-    def where(self, host: str | None = None) -> str:
+    def __post_init__(self) -> None:
+        if self.ports is not None and len(self.ports) != len(self.hosts):
+            raise ValueError("BrokerConfig.ports needs one port per host")
+
+    @property
+    def nodes(self) -> list[tuple[str, int]]:
+        """(host, port) of every node, in the order they are tried."""
+        ports = self.ports if self.ports is not None else [self.port] * len(self.hosts)
+        return list(zip(self.hosts, ports, strict=True))
+
+    def node(self, host: str, port: int) -> Self:
+        """This config narrowed to one of its nodes."""
+        return replace(self, hosts=[host], port=port, ports=None)
+
+    def where(self, host: str | None = None, port: int | None = None) -> str:
         """`amqp://user@host:port/vhost` for log lines: no password, ever."""
         scheme = "amqps" if self.tls else "amqp"
-        hosts = host or ",".join(self.hosts)
-        return f"{scheme}://{self.username}@{hosts}:{self.port}/{self.vhost.lstrip('/')}"
+        vhost = self.vhost.lstrip("/")
+        if host is not None:
+            if port is None:
+                port = next((p for h, p in self.nodes if h == host), self.port)
+            return f"{scheme}://{self.username}@{host}:{port}/{vhost}"
+        if len({port for _host, port in self.nodes}) == 1:
+            hosts = ",".join(self.hosts)
+            return f"{scheme}://{self.username}@{hosts}:{self.nodes[0][1]}/{vhost}"
+        nodes = ",".join(f"{host}:{port}" for host, port in self.nodes)
+        return f"{scheme}://{self.username}@{nodes}/{vhost}"
 
     def parameters(self, *, heartbeat: int | None = None) -> list[pika.ConnectionParameters]:
         """One parameter set per node, tried in turn by `BlockingConnection`."""
@@ -72,7 +100,7 @@ class BrokerConfig:
         return [
             pika.ConnectionParameters(
                 host=host,
-                port=self.port,
+                port=port,
                 virtual_host=self.vhost,
                 credentials=credentials,
                 heartbeat=self.heartbeat if heartbeat is None else heartbeat,
@@ -84,7 +112,7 @@ class BrokerConfig:
                 ssl_options=self._ssl_options(host),
                 client_properties={"connection_name": "python-worker"},
             )
-            for host in self.hosts
+            for host, port in self.nodes
         ]
 
     def _ssl_options(self, host: str) -> pika.SSLOptions | None:
@@ -105,13 +133,15 @@ def connect(config: BrokerConfig) -> pika.BlockingConnection:
     does not resolve, and would not say which node failed.
     """
     failure: Exception | None = None
-    for host, parameters in zip(config.hosts, config.parameters(), strict=True):
+    for (host, port), parameters in zip(config.nodes, config.parameters(), strict=True):
         try:
             return pika.BlockingConnection(parameters)
         except (pika.exceptions.AMQPConnectionError, OSError) as exc:
             failure = exc
             if len(config.hosts) > 1:
-                log.warning("broker node %s unreachable: %s", config.where(host), describe(exc))
+                log.warning(
+                    "broker node %s unreachable: %s", config.where(host, port), describe(exc)
+                )
     assert failure is not None, "BrokerConfig.hosts is never empty"
     raise failure
 

@@ -9,7 +9,6 @@ publishes nothing that can become a job (a probe with a routing key no queue is 
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import pika
@@ -64,8 +63,8 @@ def _broker_checks(config: BrokerConfig) -> Iterator[CheckResult]:
     connected: list[tuple[str, pika.BlockingConnection]] = []
     with _quiet_pika():
         try:
-            for host in config.hosts:
-                result, connection = _connect_node(config, host)
+            for host, port in config.nodes:
+                result, connection = _connect_node(config, host, port)
                 yield result
                 if connection is not None:
                     connected.append((host, connection))
@@ -83,37 +82,36 @@ def _broker_checks(config: BrokerConfig) -> Iterator[CheckResult]:
                 close_quietly(connection)
 
 
-def _node_name(config: BrokerConfig, host: str) -> str:
+def _node_name(config: BrokerConfig, host: str, port: int) -> str:
     scheme = " (TLS)" if config.tls else ""
-    return f"broker node {host}:{config.port}{scheme} (vhost {config.vhost})"
+    return f"broker node {host}:{port}{scheme} (vhost {config.vhost})"
 
 
 def _connect_node(
-    config: BrokerConfig, host: str
+    config: BrokerConfig, host: str, port: int
 ) -> tuple[CheckResult, pika.BlockingConnection | None]:
-    node = _node_name(config, host)
-    single = replace(config, hosts=[host])
+    node = _node_name(config, host, port)
+    # Fix hints name the variable the operator actually set: RABBITMQ_URL, or the separate ones.
+    credentials = config.configured_by or "RABBITMQ_USERNAME and RABBITMQ_PASSWORD"
     try:
-        connection = pika.BlockingConnection(single.parameters()[0])
+        connection = pika.BlockingConnection(config.node(host, port).parameters()[0])
     except pika.exceptions.ProbableAuthenticationError:
         return CheckResult(
             Outcome.FAIL,
             f"{node}: login refused for user {config.username!r}",
-            "check RABBITMQ_USERNAME and RABBITMQ_PASSWORD "
+            f"check {credentials} "
             f"(on the broker: rabbitmqctl authenticate_user {config.username} <password>)",
         ), None
     except pika.exceptions.ProbableAccessDeniedError as exc:
         return CheckResult(
             Outcome.FAIL,
             f"{node}: vhost refused ({_reply_text(exc)})",
-            f"check RABBITMQ_VHOST; the vhost must exist and {config.username} needs "
-            f"permissions on it: {permissions_command(config)}",
+            f"check {config.configured_by or 'RABBITMQ_VHOST'}; the vhost must exist and "
+            f"{config.username} needs permissions on it: {permissions_command(config)}",
         ), None
     except (pika.exceptions.AMQPError, OSError) as exc:
-        problem, fix = describe_network_error(
-            exc, f"RabbitMQ on {host}:{config.port}", "RABBITMQ_CA_FILE"
-        )
-        fix += " (or take the node out of RABBITMQ_HOST)"
+        problem, fix = describe_network_error(exc, f"RabbitMQ on {host}:{port}", "RABBITMQ_CA_FILE")
+        fix += f" (or take the node out of {config.configured_by or 'RABBITMQ_HOST'})"
         return CheckResult(Outcome.FAIL, f"{node}: {problem}", fix), None
     version = _server_version(connection)
     return CheckResult(

@@ -208,10 +208,13 @@ class RabbitMQSource(MessageSource):
         self._thread.join(timeout=15)
 
     def status(self) -> SourceStatus:
+        with self._ready:
+            waiting = sum(len(buffer) for buffer in self._buffers.values())
         return SourceStatus(
             connected=self._connected.is_set(),
             consuming=self._connected.is_set() and self._receiving,
             reconnects=self._reconnects,
+            waiting=waiting,
         )
 
     def buffered(self) -> dict[Priority, int]:
@@ -281,10 +284,10 @@ class RabbitMQSource(MessageSource):
             close_quietly(connection)
             raise
         self._connected.set()
-        host = getattr(connection._impl.params, "host", "?")  # which node of the list answered
+        params = connection._impl.params  # which node of the list answered
         log.info(
             "connected to %s; consuming %s with prefetch %d each",
-            self._config.where(host),
+            self._config.where(getattr(params, "host", "?"), getattr(params, "port", None)),
             ", ".join(JOB_QUEUES),
             self._prefetch,
         )
