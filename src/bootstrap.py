@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from python_worker.adapters.cli import commands
+from python_worker.adapters.cli import dead_letters as dead_letter_commands
 from python_worker.adapters.cli.output import prepare_stdout
 from python_worker.adapters.cli.parser import build_parser
 from python_worker.adapters.http.heartbeat_sink import HttpHeartbeatSink
@@ -288,6 +289,7 @@ class Container(containers.DeclarativeContainer):
     )
     message_source = providers.Singleton(lambda broker: broker.source(), broker)
     publisher = providers.Factory(lambda broker: broker.publisher(), broker)
+    dead_letters = providers.Factory(lambda broker: broker.dead_letters(), broker)
     status_reporter = providers.Selector(
         reporter_kind,
         memory=providers.Singleton(InMemoryStatusReporter),
@@ -492,12 +494,17 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     return commands.check(preflights, settings.secrets(), args.strict)
 
 
+def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    return dead_letter_commands.run(build_container(settings).dead_letters(), args)
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "run": _run,
     "process": _process,
     "demo": _demo,
     "publish": _publish,
     "check": _check,
+    "dead-letters": _dead_letters,
 }
 
 

@@ -1,7 +1,7 @@
 """The ports the core depends on. Adapters implement them; the contract tests hold them to it."""
 
 import abc
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -27,7 +27,9 @@ class Delivery:
 
     `handle` is the adapter's own bookkeeping (a delivery tag and channel, the message's
     headers, a list index...); the core never looks inside it. `attempt` counts deliveries of
-    this message, 1 on the first.
+    this message, 1 on the first. `earlier_attempts` counts those of the same job before it
+    was dead-lettered and put back (`dead-letters requeue`): a replay starts again at attempt
+    1, but its statuses go on counting (`job_attempt`), so their idempotency keys are new.
     """
 
     body: bytes
@@ -35,12 +37,18 @@ class Delivery:
     handle: Any = None
     attempt: int = 1
     redelivered: bool = False
+    earlier_attempts: int = 0
     received_at: float | None = None
     """`time.monotonic()` when the adapter got it from the broker, if it buffers deliveries."""
 
     @property
     def queue(self) -> str:
         return self.priority.queue
+
+    @property
+    def job_attempt(self) -> int:
+        """Which attempt at the job this is, counting those before a replay: what statuses say."""
+        return self.earlier_attempts + self.attempt
 
     @property
     def is_redelivery(self) -> bool:
@@ -321,8 +329,107 @@ class Preflight(abc.ABC):
         """Each check, yielded as soon as it is done (a slow one shows where it waits)."""
 
 
+@dataclass(frozen=True)
+class DeadLetteredMessage:
+    """One message on the dead-letter queue, as an operator looks at it; copies of one body
+    (at-least-once dead-lettering can leave two) are one message, counted in `times`.
+
+    `key` is what `dead-letters show` and `requeue --id` take: the job id when the body names a
+    printable one, else `handle`. `handle` is `sha256:` and the first 16 hex digits of the
+    body's SHA-256: every message has one, and it stays the same from one listing to the next,
+    where a position would not. `queue` is where a requeue puts it back (None: unknown);
+    `headers` are plain values (text, numbers, lists, mappings), whatever the broker's types.
+    """
+
+    key: str
+    handle: str
+    job_id: str | None
+    job_type: str | None
+    queue: str | None
+    reason: str
+    dead_lettered_at: str | None
+    """When, as recorded (ISO 8601, UTC); None when nothing recorded it."""
+    worker_id: str | None
+    times: int
+    body: bytes
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+    def answers_to(self, key: str) -> bool:
+        """Whether `key` names this message: its key, its handle or its job id."""
+        return key in (self.key, self.handle, self.job_id)
+
+
+@dataclass(frozen=True)
+class DeadLetterSelection:
+    """Which dead-lettered messages a requeue moves: those answering to one of `keys`, those
+    whose reason contains `reason_contains` (ignoring case), or all of them."""
+
+    keys: frozenset[str] = frozenset()
+    reason_contains: str | None = None
+    everything: bool = False
+
+    def matches(self, message: DeadLetteredMessage) -> bool:
+        if self.everything or any(message.answers_to(key) for key in self.keys):
+            return True
+        wanted = self.reason_contains
+        return wanted is not None and wanted.casefold() in message.reason.casefold()
+
+
+@dataclass
+class RequeueReport:
+    """What a requeue did: put back (each confirmed before it left the dead-letter queue),
+    further copies of those dropped, left where they were, and why some could not move."""
+
+    moved: int = 0
+    merged: int = 0
+    left: int = 0
+    problems: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    """Keys of the selection that named no message."""
+
+
+class DeadLettersUnavailable(Exception):
+    """Raised when the dead-letter queue cannot be reached or read right now."""
+
+
+class DeadLetters(abc.ABC):
+    """The dead-letter queue: what the worker refused and why; read it, replay it, empty it.
+
+    Reading loses nothing and reorders nothing: a message read and not removed is back in its
+    place when the call returns, or when the process dies. Each call reads what was there when
+    it began, oldest first; messages that arrive meanwhile wait behind them. Every method
+    raises `DeadLettersUnavailable` when the broker cannot be reached.
+    """
+
+    @abc.abstractmethod
+    def count(self) -> int:
+        """Messages on the dead-letter queue now (copies counted one by one)."""
+
+    @abc.abstractmethod
+    def list(self, limit: int) -> Sequence[DeadLetteredMessage]:
+        """The messages among the first `limit` on the queue, oldest first."""
+
+    @abc.abstractmethod
+    def find(self, key: str) -> Sequence[DeadLetteredMessage]:
+        """Every message that answers to `key` (usually one; a job id may name several)."""
+
+    @abc.abstractmethod
+    def requeue(self, selection: DeadLetterSelection) -> RequeueReport:
+        """Put each selected message back on the queue it came from, as a fresh first delivery.
+
+        Each is published, and confirmed by the broker, before it leaves the dead-letter queue:
+        a crash in between leaves it in both, never in neither. Copies of one body go back
+        once. A message whose queue is unknown stays, named in `problems`.
+        """
+
+    @abc.abstractmethod
+    def purge(self) -> int:
+        """Delete every message on the dead-letter queue for good; returns how many."""
+
+
 class Broker(abc.ABC):
-    """One message broker: the source the worker consumes, the publisher, the preflight.
+    """One message broker: the source the worker consumes, the publisher, the preflight, the
+    dead-letter queue.
 
     A broker is one adapter folder implementing this; the composition root picks one by
     `WORKER_BROKER` (the README's "Adding a broker" lists what a new one touches).
@@ -339,3 +446,7 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def preflight(self) -> Preflight:
         """The broker's checks for `check`: every node, the topology, the permissions."""
+
+    @abc.abstractmethod
+    def dead_letters(self) -> DeadLetters:
+        """The dead-letter queue, for `dead-letters`: list, show, requeue, purge."""

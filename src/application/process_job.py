@@ -280,7 +280,7 @@ class JobProcessor:
             timestamp=self._clock.now(),
             job_type=job.type or None,
             queue=delivery.queue,
-            attempt=delivery.attempt,
+            attempt=delivery.job_attempt,
             **fields,
         )
 

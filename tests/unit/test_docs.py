@@ -8,12 +8,9 @@ import pytest
 
 from python_worker.adapters.rabbitmq.connection import (
     DEAD_LETTER_QUEUE,
-    DEAD_LETTERED_AT_HEADER,
     EXCHANGE,
     JOB_QUEUES,
-    ORIGINAL_QUEUE_HEADER,
-    REASON_HEADER,
-    WORKER_HEADER,
+    dead_letter_headers,
 )
 from python_worker.adapters.wire import heartbeat_body, status_body
 from python_worker.application.job_types import JOB_TYPES, run_job
@@ -69,12 +66,8 @@ def test_contract_topology_table_names_what_the_worker_declares():
         *JOB_QUEUES,
         DEAD_LETTER_QUEUE,
     }
-    assert {names(row[0]).pop() for row in headers[1:]} == {
-        REASON_HEADER,
-        WORKER_HEADER,
-        ORIGINAL_QUEUE_HEADER,
-        DEAD_LETTERED_AT_HEADER,
-    }
+    written = dead_letter_headers("why", "worker-1", "job.low", datetime.now(UTC))
+    assert {names(row[0]).pop() for row in headers[1:]} == set(written)
 
 
 def test_contract_job_type_table_lists_every_job_type_the_worker_runs():

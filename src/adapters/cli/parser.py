@@ -46,4 +46,54 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         "check", help="preflight: settings, broker nodes, permissions, APIs, outbox (exit 1 if not)"
     )
     check.add_argument("--strict", action="store_true", help="count warnings as failures")
+    _add_dead_letters(commands)
     return parser
+
+
+def _positive(text: str) -> int:
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError("expected a whole number of at least 1")
+
+
+def _some_text(text: str) -> str:
+    if text.strip():
+        return text
+    raise argparse.ArgumentTypeError("expected some text (--all selects every message)")
+
+
+def _add_dead_letters(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+) -> None:
+    dead_letters = commands.add_parser(
+        "dead-letters",
+        help="see what the worker refused and why; replay it, or empty the queue",
+        description="Read the dead-letter queue without losing or reordering a message, put "
+        "messages back on their queues (each confirmed before it is removed), or delete them. "
+        "Exit 0 when done, 1 when something could not be done, 2 for a usage error.",
+    )
+    actions = dead_letters.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="one line per message: id, type, queue, when, why")
+    listing.add_argument(
+        "--limit", type=_positive, default=1000, metavar="N", help="read at most N (1000)"
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    show = actions.add_parser("show", help="one message whole: body and headers")
+    show.add_argument("key", metavar="ID", help="its job id, or its sha256: handle")
+    show.add_argument("--json", action="store_true", help="as one JSON object")
+    requeue = actions.add_parser(
+        "requeue", help="put messages back on their queues (confirmed before they are removed)"
+    )
+    which = requeue.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--id", dest="ids", nargs="+", action="extend", metavar="ID", help="these messages"
+    )
+    which.add_argument(
+        "--reason-contains",
+        type=_some_text,
+        metavar="TEXT",
+        help="those whose reason holds TEXT (any case)",
+    )
+    which.add_argument("--all", action="store_true", help="every message")
+    purge = actions.add_parser("purge", help="delete every dead-lettered message (needs --yes)")
+    purge.add_argument("--yes", action="store_true", help="yes, delete them for good")

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterable, Iterator
 
+from python_worker.adapters.memory.dead_letters import InMemoryDeadLetters
 from python_worker.adapters.memory.source import InMemorySource
 from python_worker.application.ports import (
     Broker,
@@ -49,3 +50,6 @@ class InMemoryBroker(Broker):
 
     def preflight(self) -> InMemoryPreflight:
         return InMemoryPreflight()
+
+    def dead_letters(self) -> InMemoryDeadLetters:
+        return InMemoryDeadLetters(self._source)

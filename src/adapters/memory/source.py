@@ -12,11 +12,12 @@ from python_worker.domain.jobs import Priority
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A message rejected without requeue, and why."""
+    """A message rejected without requeue, why, and after how many attempts at the job."""
 
     body: bytes
     queue: str
     reason: str | None
+    attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class _Message:
     body: bytes
     priority: Priority
     deliveries: int = 0
+    earlier_attempts: int = 0
 
 
 class InMemorySource(MessageSource):
@@ -48,11 +50,12 @@ class InMemorySource(MessageSource):
         self.started: list[tuple[str, bytes]] = []
         """Every delivery handed out, in order: (queue, body)."""
 
-    def publish(self, queue: str | Priority, body: bytes) -> None:
-        """Enqueue a message on `job.high|medium|low` (or a `Priority`)."""
+    def publish(self, queue: str | Priority, body: bytes, *, earlier_attempts: int = 0) -> None:
+        """Enqueue a message on `job.high|medium|low` (or a `Priority`); `earlier_attempts`
+        for a dead-lettered one put back (`Delivery.earlier_attempts`)."""
         priority = queue if isinstance(queue, Priority) else Priority.from_queue(queue)
         with self._ready:
-            self._queues[priority].append(_Message(body, priority))
+            self._queues[priority].append(_Message(body, priority, 0, earlier_attempts))
             self._ready.notify()
 
     def receive(self, timeout: float) -> Delivery | None:
@@ -71,7 +74,9 @@ class InMemorySource(MessageSource):
 
     def _deliver(self, message: _Message) -> Delivery:
         tag = next(self._tags)
-        delivered = _Message(message.body, message.priority, message.deliveries + 1)
+        delivered = _Message(
+            message.body, message.priority, message.deliveries + 1, message.earlier_attempts
+        )
         self._unsettled[tag] = delivered
         self.started.append((message.priority.queue, message.body))
         return Delivery(
@@ -80,6 +85,7 @@ class InMemorySource(MessageSource):
             handle=tag,
             attempt=delivered.deliveries,
             redelivered=delivered.deliveries > 1,
+            earlier_attempts=delivered.earlier_attempts,
         )
 
     def settle(self, delivery: Delivery, outcome: Settlement, reason: str | None = None) -> None:
@@ -90,7 +96,9 @@ class InMemorySource(MessageSource):
             if outcome is Settlement.ACK:
                 self.acked.append(message.body)
             elif outcome is Settlement.DEAD_LETTER:
-                self.dead_lettered.append(DeadLetter(message.body, message.priority.queue, reason))
+                self.dead_lettered.append(
+                    DeadLetter(message.body, message.priority.queue, reason, delivery.job_attempt)
+                )
             else:
                 self.requeued.append(message.body)
                 self._queues[message.priority].appendleft(message)

@@ -1,6 +1,7 @@
 """RabbitMQ as the worker's broker: its message source, publisher and preflight in one place."""
 
 from python_worker.adapters.rabbitmq.connection import BrokerConfig
+from python_worker.adapters.rabbitmq.dead_letters import RabbitMQDeadLetters
 from python_worker.adapters.rabbitmq.preflight import RabbitMQPreflight
 from python_worker.adapters.rabbitmq.publisher import RabbitMQPublisher
 from python_worker.adapters.rabbitmq.source import RabbitMQSource
@@ -30,3 +31,6 @@ class RabbitMQBroker(Broker):
 
     def preflight(self) -> RabbitMQPreflight:
         return RabbitMQPreflight(self._config)
+
+    def dead_letters(self) -> RabbitMQDeadLetters:
+        return RabbitMQDeadLetters(self._config)

@@ -27,13 +27,17 @@ REASON_HEADER = "x-worker-reason"
 WORKER_HEADER = "x-worker-id"
 ORIGINAL_QUEUE_HEADER = "x-original-queue"
 DEAD_LETTERED_AT_HEADER = "x-dead-lettered-at"
+ATTEMPTS_HEADER = "x-worker-attempts"
 """What a message the worker refused carries on job.dead-letter (contract §3)."""
+EARLIER_ATTEMPTS_HEADER = "x-earlier-attempts"
+"""On a message `dead-letters requeue` put back: the job's attempts before (Delivery)."""
 
 
 def dead_letter_headers(
-    reason: str | None, worker_id: str, queue: str, when: datetime
-) -> dict[str, str]:
-    """The headers that say why, by whom, from where and when a message was dead-lettered."""
+    reason: str | None, worker_id: str, queue: str, when: datetime, attempts: int = 1
+) -> dict[str, str | int]:
+    """The headers that say why, by whom, from where, when and after how many attempts at the
+    job (replays included) a message was dead-lettered."""
     return {
         REASON_HEADER: reason or "(no reason given)",
         WORKER_HEADER: worker_id,
@@ -41,6 +45,7 @@ def dead_letter_headers(
         DEAD_LETTERED_AT_HEADER: when.astimezone(UTC)
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z"),
+        ATTEMPTS_HEADER: attempts,
     }
 
 

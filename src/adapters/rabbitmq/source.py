@@ -18,6 +18,7 @@ import pika.exceptions
 from python_worker.adapters.backoff import full_jitter
 from python_worker.adapters.rabbitmq.connection import (
     DEAD_LETTER_QUEUE,
+    EARLIER_ATTEMPTS_HEADER,
     EXCHANGE,
     JOB_QUEUES,
     BrokerConfig,
@@ -50,6 +51,7 @@ class _Handle:
     delivery_tag: int
     priority: Priority
     properties: Any
+    job_attempt: int = 1
 
 
 ATTEMPT_HEADER = "x-attempt"
@@ -327,13 +329,17 @@ class RabbitMQSource(MessageSource):
         ):
             channel.basic_ack(method.delivery_tag)
             return
+        earlier = max(_as_int(headers.get(EARLIER_ATTEMPTS_HEADER), default=0), 0)
         delivery = Delivery(
             body=body,
             priority=priority,
-            handle=_Handle(generation, method.delivery_tag, priority, properties),
+            handle=_Handle(
+                generation, method.delivery_tag, priority, properties, earlier + attempt
+            ),
             attempt=attempt,
             redelivered=method.redelivered,
             received_at=time.monotonic(),
+            earlier_attempts=earlier,
         )
         self._outstanding[method.delivery_tag] = None
         with self._ready:
@@ -418,7 +424,13 @@ class RabbitMQSource(MessageSource):
         properties = handle.properties
         headers = dict(properties.headers or {})
         headers.update(
-            dead_letter_headers(reason, self._worker_id, handle.priority.queue, datetime.now(UTC))
+            dead_letter_headers(
+                reason,
+                self._worker_id,
+                handle.priority.queue,
+                datetime.now(UTC),
+                handle.job_attempt,
+            )
         )
         copy = pika.BasicProperties(
             content_type=properties.content_type,

@@ -1,0 +1,74 @@
+"""The embedded broker's dead-letter list behind the `DeadLetters` port, as RabbitMQ's behaves."""
+
+from collections.abc import Sequence
+
+from python_worker.adapters.memory.source import DeadLetter, InMemorySource
+from python_worker.application.dead_letters import dead_lettered_message, merge_copies
+from python_worker.application.ports import (
+    DeadLetteredMessage,
+    DeadLetters,
+    DeadLetterSelection,
+    RequeueReport,
+)
+from python_worker.domain.jobs import Priority
+
+JOB_QUEUES = frozenset(priority.queue for priority in Priority)
+
+
+class InMemoryDeadLetters(DeadLetters):
+    """`source.dead_lettered`, oldest first: a requeue publishes a message back into the source
+    before it leaves the list, copies of one body go back once, and each call works on the
+    messages there when it began. The embedded broker records no worker and no time."""
+
+    def __init__(self, source: InMemorySource) -> None:
+        self._source = source
+
+    def count(self) -> int:
+        return len(self._source.dead_lettered)
+
+    def list(self, limit: int) -> Sequence[DeadLetteredMessage]:
+        return merge_copies(_describe(entry) for entry in self._source.dead_lettered[:limit])
+
+    def find(self, key: str) -> Sequence[DeadLetteredMessage]:
+        messages = merge_copies(_describe(entry) for entry in list(self._source.dead_lettered))
+        return [message for message in messages if message.answers_to(key)]
+
+    def requeue(self, selection: DeadLetterSelection) -> RequeueReport:
+        report = RequeueReport()
+        unmatched = set(selection.keys)
+        put_back: set[str] = set()
+        for entry in list(self._source.dead_lettered):
+            message = _describe(entry)
+            if not selection.matches(message):
+                report.left += 1
+                continue
+            unmatched -= {key for key in unmatched if message.answers_to(key)}
+            if message.handle in put_back:
+                report.merged += 1
+            elif entry.queue in JOB_QUEUES:
+                self._source.publish(entry.queue, entry.body, earlier_attempts=entry.attempts)
+                put_back.add(message.handle)
+                report.moved += 1
+            else:
+                report.left += 1
+                report.problems.append(f"{message.key}: no job queue recorded where it came from")
+                continue
+            self._source.dead_lettered.remove(entry)
+        report.missing = sorted(unmatched)
+        return report
+
+    def purge(self) -> int:
+        count = len(self._source.dead_lettered)
+        # Only those there now: a message dead-lettered meanwhile stays.
+        del self._source.dead_lettered[:count]
+        return count
+
+
+def _describe(entry: DeadLetter) -> DeadLetteredMessage:
+    return dead_lettered_message(
+        entry.body,
+        queue=entry.queue,
+        reason=entry.reason or "(no reason given)",
+        dead_lettered_at=None,
+        worker_id=None,
+    )
