@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -65,14 +66,17 @@ def seconds(value: str) -> float:
     return float(match.group(1)) * (60 if match.group(2) == "min" else 1)
 
 
-def test_compose_has_rabbitmq_the_stand_in_api_and_two_workers() -> None:
+STAND_INS = ("stand-in-api", "stand-in-orchestrator")
+
+
+def test_compose_has_rabbitmq_the_stand_ins_and_two_workers() -> None:
     services = compose()["services"]
 
-    assert set(services) == {"rabbitmq", "stand-in-api", *WORKERS}
+    assert set(services) == {"rabbitmq", *STAND_INS, *WORKERS}
     assert services["rabbitmq"]["image"] == "rabbitmq:3.13-management"
     assert "healthcheck" in services["rabbitmq"]
     assert {"5672:5672", "15672:15672"} <= set(services["rabbitmq"]["ports"])
-    for name in (*WORKERS, "stand-in-api"):
+    for name in (*WORKERS, *STAND_INS):
         assert services[name]["build"]["context"] == ".."
         assert (DEPLOY / services[name]["build"]["context"] / "Dockerfile").is_file()
 
@@ -94,7 +98,15 @@ def test_compose_workers_use_only_setting_names_and_point_at_the_other_services(
         assert set(environment) <= SETTING_NAMES, set(environment) - SETTING_NAMES
         assert environment["RABBITMQ_HOST"] == "rabbitmq"
         assert environment["STATUS_UPDATE_URL"].startswith("http://stand-in-api:8080/")
-        assert environment["ORCHESTRATOR_URL"] == "http://stand-in-api:8080"
+        # Each stand-in on the port the worker's default URL names (8080 and 8081).
+        assert environment["ORCHESTRATOR_URL"] == "http://stand-in-orchestrator:8081"
+        for stand_in, url in (
+            ("stand-in-api", environment["STATUS_UPDATE_URL"]),
+            ("stand-in-orchestrator", environment["ORCHESTRATOR_URL"]),
+        ):
+            port = urlsplit(url).port
+            assert f"{port}:{port}" in services[stand_in]["ports"]
+            assert services[stand_in]["command"][-2:] == ["--port", str(port)]
 
 
 def test_compose_workers_get_longer_to_stop_than_their_grace_period() -> None:
@@ -106,10 +118,11 @@ def test_compose_workers_get_longer_to_stop_than_their_grace_period() -> None:
         assert seconds(services[name]["stop_grace_period"]) > grace
 
 
-def test_compose_stand_in_command_is_one_the_stand_in_accepts() -> None:
+@pytest.mark.parametrize("stand_in", STAND_INS)
+def test_compose_stand_in_command_is_one_the_stand_in_accepts(stand_in: str) -> None:
     from devtools import stand_in_api
 
-    command = compose()["services"]["stand-in-api"]["command"]
+    command = compose()["services"][stand_in]["command"]
 
     assert command[:3] == ["python", "-m", "devtools.stand_in_api"]
     # The module's own parser must take these flags (it exits 2 on an unknown one).
