@@ -22,6 +22,12 @@ from python_worker.adapters.cli import commands
 from python_worker.adapters.cli import dead_letters as dead_letter_commands
 from python_worker.adapters.cli.output import prepare_stdout
 from python_worker.adapters.cli.parser import build_parser
+from python_worker.adapters.cli.supervisor import (
+    SUPERVISED,
+    Supervisor,
+    child_command,
+    child_environment,
+)
 from python_worker.adapters.http.heartbeat_sink import HttpHeartbeatSink
 from python_worker.adapters.http.settings import HttpSettings
 from python_worker.adapters.http.status_reporter import HttpStatusReporter
@@ -393,16 +399,23 @@ def _in_memory(settings: Settings, reporter: str, **changes: Any) -> Container:
 # --------------------------------------------------------------------------- commands
 
 
+def _banner(settings: Settings, broker: Broker, processes: int) -> commands.Banner:
+    return commands.Banner(
+        version=VERSION,
+        broker=broker.describe(),
+        worker_id=settings.worker_id,
+        capacity=settings.worker_capacity,
+        processes=processes,
+        status_url=settings.status_update_url,
+        orchestrator_url=settings.orchestrator_url,
+    )
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     processes = args.processes or settings.worker_processes
     count = (os.cpu_count() or 1) if processes == "auto" else int(processes)
+    container = build_container(settings)
     if count > 1:
-        from python_worker.adapters.cli.supervisor import (
-            Supervisor,
-            child_command,
-            child_environment,
-        )
-
         child_env = functools.partial(
             child_environment,
             worker_id=settings.worker_id,
@@ -417,10 +430,12 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
             lambda: SqliteJobMemory(settings.job_memory_directory).close(),
             lambda: Outbox(settings.status_outbox_dir).close(),
         )
+        _banner(settings, container.broker(), count).log()
         return Supervisor(count, child_command(), child_env).run()
     cap_malloc_arenas()
-    container = build_container(settings)
     _open_local_state(settings, container.job_memory, container.status_reporter)
+    if SUPERVISED not in os.environ:  # a supervisor's child: the supervisor said it all
+        _banner(settings, container.broker(), count).log()
     return commands.run_worker(container.worker(), lambda: _serve_health(container, settings))
 
 

@@ -285,9 +285,16 @@ class JobPublisher(abc.ABC):
     """
 
     @abc.abstractmethod
-    def publish(self, messages: Iterable[tuple[Priority, bytes]]) -> PublishReport:
+    def publish(
+        self,
+        messages: Iterable[tuple[Priority, bytes]],
+        on_confirmed: Callable[[int], None] | None = None,
+    ) -> PublishReport:
         """Send each (tier, body), as a persistent message; raises `PublishFailed` when the
-        broker cannot be reached at all, and reports a message it refused as a failure."""
+        broker cannot be reached at all, and reports a message it refused as a failure.
+
+        `on_confirmed(i)` is called as soon as the broker confirmed the i-th message (from 0),
+        so a caller can say which ones made it without holding them all."""
 
 
 class Outcome(Enum):
@@ -434,6 +441,10 @@ class Broker(abc.ABC):
     A broker is one adapter folder implementing this; the composition root picks one by
     `WORKER_BROKER` (the README's "Adding a broker" lists what a new one touches).
     """
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Which broker, where, for the start-up banner: nodes and names, never a secret."""
 
     @abc.abstractmethod
     def source(self) -> MessageSource:

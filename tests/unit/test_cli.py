@@ -2,16 +2,19 @@
 
 import json
 import os
+import re
+import socket
 import subprocess
 
 import pytest
 
+from python_worker.bootstrap import setting_names, setting_prefixes
 from tests.support.worker_process import CLI
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None):
     environment = {
-        k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "RABBITMQ_"))
+        k: v for k, v in os.environ.items() if not k.upper().startswith(setting_prefixes())
     }
     environment.update(env or {})
     return subprocess.run(
@@ -129,3 +132,101 @@ def test_demo_starts_every_high_job_before_any_medium_or_low_job():
     assert order_line.startswith("start order by queue: job.high x")
     assert order_line.count("->") == 2
     assert "metrics: processed=" in result.stdout
+
+
+def no_broker() -> dict[str, str]:
+    """Settings naming a broker nobody listens on: what a command does before connecting."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return {"RABBITMQ_HOST": "127.0.0.1", "RABBITMQ_PORT": str(port)}
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ('{"id": "a", "type": "sum"}\n{"id": "b", "type": \n', "line 2: bad JSON ("),
+        ('{"id": "a", "type": "sum", "priority": "urgent"}\n', "priority 'urgent' is not one of"),
+        ('["not", "a", "job"]\n', "line 1: expected a JSON object (a job), got an array"),
+    ],
+    ids=["bad-json", "bad-priority", "not-an-object"],
+)
+def test_publish_sends_nothing_and_names_the_line_when_a_line_is_bad_even_with_no_broker(
+    tmp_path, lines, expected
+):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(lines)
+
+    result = run_cli("publish", str(jobs), env=no_broker())
+
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert expected in result.stderr
+    assert result.stderr.rstrip().endswith("nothing published")
+    assert result.stdout == ""
+
+
+def test_publish_reads_stdin_and_says_bad_json_for_a_payload_that_is_not_json():
+    from_stdin = run_cli("publish", "-", env=no_broker(), stdin='{"id": "x", "priority": 1}\n')
+    from_flag = run_cli("publish", "--type", "sum", "--payload", "{numbers", env=no_broker())
+
+    assert from_stdin.returncode == 2
+    assert "stdin line 1: priority 1 is not one of high, medium, low" in from_stdin.stderr
+    assert from_flag.returncode == 2
+    assert "--payload: bad JSON (" in from_flag.stderr
+
+
+def test_publish_says_the_broker_is_unreachable_in_one_line_when_every_line_is_good(tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"id": "a", "type": "sum", "priority": "high"}\n')
+
+    result = run_cli("publish", str(jobs), env=no_broker())
+
+    assert result.returncode == 1
+    assert "unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "cannot read"),
+        ('{"id": "a", "type": "sum", "priority": "high"}\nnot json\n', "line 2: bad JSON ("),
+        ('{"id": "a", "type": "sum", "priority": "HIGH"}\n', "priority 'HIGH' is not one of"),
+    ],
+    ids=["missing-file", "bad-line", "bad-priority"],
+)
+def test_demo_stops_with_one_line_naming_the_problem_when_its_jobs_file_is_bad(
+    tmp_path, content, expected
+):
+    jobs = tmp_path / "jobs.jsonl"
+    if content is not None:
+        jobs.write_text(content)
+
+    result = run_cli("demo", "--jobs", str(jobs))
+
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("python-worker demo: ")
+    assert expected in result.stderr
+
+
+COMMAND_NAMES = ["run", "process", "demo", "publish", "check", "dead-letters"]
+
+
+@pytest.mark.parametrize("command", COMMAND_NAMES)
+def test_help_says_what_the_command_does_and_names_only_real_settings(command):
+    result = run_cli(command, "--help")
+
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "Reads " in text
+    described = text.split("positional arguments:")[0].split("options:")[0]
+    words = re.findall(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*(?:_\*|\b)", described)
+    named = {word for word in words if "_" in word}
+    assert named, text
+    for name in named - {"NAME_FILE"}:
+        if name.endswith("*"):
+            assert any(setting.startswith(name[:-1]) for setting in setting_names()), name
+        else:
+            assert name in setting_names(), name

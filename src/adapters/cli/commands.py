@@ -1,18 +1,29 @@
 """The commands' own work, each given the parts it drives by the composition root."""
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from python_worker.adapters.cli.job_lines import encode_line, jobs_to_publish, one_job, read_lines
+from python_worker.adapters.cli.job_lines import (
+    BadJobs,
+    JobLine,
+    checked_jobs,
+    encode_line,
+    job_file_lines,
+    one_job,
+    parse_jobs,
+    read_lines,
+)
 from python_worker.adapters.memory import demo
 from python_worker.adapters.memory.source import InMemorySource
 from python_worker.adapters.memory.status_reporter import InMemoryStatusReporter
@@ -22,6 +33,7 @@ from python_worker.application.ports import (
     Outcome,
     Preflight,
     PublishFailed,
+    PublishReport,
 )
 from python_worker.application.worker import Worker
 from python_worker.domain.jobs import Priority
@@ -29,10 +41,47 @@ from python_worker.domain.jobs import Priority
 log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
+PUBLISH = "python-worker publish"
 
 
 class Closable(Protocol):
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Banner:
+    """What `run` says first: which release, where it takes jobs from, where it reports."""
+
+    version: str
+    broker: str
+    worker_id: str
+    capacity: int
+    processes: int
+    status_url: str
+    orchestrator_url: str
+
+    def log(self) -> None:
+        log.info(
+            "python-worker %s starting: %s; queues %s; worker %s, capacity %d per process, "
+            "%d process(es); statuses to %s; heartbeats to %s",
+            self.version,
+            self.broker,
+            ", ".join(priority.queue for priority in Priority.by_rank()),
+            self.worker_id,
+            self.capacity,
+            self.processes,
+            without_password(self.status_url),
+            without_password(self.orchestrator_url),
+        )
+
+
+def without_password(url: str) -> str:
+    """`url` with the password of its user info, if any, left out."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}"))
 
 
 def run_worker(worker: Worker, serve_health: Callable[[], Closable | None]) -> int:
@@ -118,7 +167,12 @@ def run_demo(
     if "LOG_LEVEL" not in {name.upper() for name in os.environ}:
         # The table below is the show; per-job log lines would bury it.
         logging.getLogger().setLevel(logging.WARNING)
-    jobs = demo.demo_jobs(jobs_path)
+    try:
+        lines = job_file_lines(jobs_path) if jobs_path else demo.bundled_jobs()
+        jobs = [(job.priority, job.body) for job in parse_jobs(lines, jobs_path or "demo jobs")]
+    except BadJobs as exc:
+        print(f"python-worker demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     demo.publish_low_first(source, jobs)
     sys.stdout.write(
         f"python-worker {version} demo: {len(jobs)} jobs published to the embedded broker "
@@ -137,32 +191,65 @@ def publish(
     job_id: str | None,
     payload: str | None,
 ) -> int:
-    """`publish`: one job from flags, or every line of FILE; counts what the broker confirmed."""
-    if file is None and not job_type:
-        print(
-            "python-worker publish: give --type (one job) or a FILE of JSON lines", file=sys.stderr
-        )
-        return EXIT_USAGE
+    """`publish`: one job from flags, or every line of FILE. Prints the id of each job the
+    broker confirmed (generated ones too) as it comes, and the count at the end.
+
+    Every line is checked before anything is sent: bad JSON or an unknown `priority` is one
+    line and exit 2, whether or not the broker is up."""
     tier = Priority(queue) if queue else None
     try:
-        if file is None:
-            assert job_type is not None
-            messages: Iterable[tuple[Priority, bytes]] = [
-                (tier or Priority.MEDIUM, one_job(job_type, job_id, payload))
-            ]
-        else:
-            messages = jobs_to_publish(file, tier)
-        report = publisher.publish(messages)
-    except PublishFailed as exc:
-        print(f"python-worker publish: {exc}", file=sys.stderr)
-        return 1
-    except orjson.JSONDecodeError as exc:
-        print(f"python-worker publish: --payload is not JSON: {exc}", file=sys.stderr)
+        with contextlib.ExitStack() as stack:
+            if file is not None:
+                jobs = stack.enter_context(checked_jobs(file, queue=tier, give_ids=True))
+            elif job_type:
+                one = one_job(job_type, job_id, payload)
+                jobs = iter([replace(one, priority=tier or one.priority)])
+            else:
+                print(f"{PUBLISH}: give --type (one job) or a FILE of JSON lines", file=sys.stderr)
+                return EXIT_USAGE
+            report = _publish_reporting_ids(publisher, jobs)
+    except BadJobs as exc:
+        print(f"{PUBLISH}: {exc}; nothing published", file=sys.stderr)
         return EXIT_USAGE
+    except PublishFailed as exc:
+        print(f"{PUBLISH}: {exc}", file=sys.stderr)
+        return 1
     for failure in report.failures:
         print(f"not confirmed: {failure}", file=sys.stderr)
-    print(f"published {report.confirmed} job(s), confirmed by the broker")
+    print(f"published {report.confirmed} job(s), confirmed by the broker", file=sys.stderr)
     return 0 if not report.failures else 1
+
+
+def _publish_reporting_ids(publisher: JobPublisher, jobs: Iterator[JobLine]) -> PublishReport:
+    """Publish, printing each confirmed job's id at once. Only the jobs sent and not yet
+    confirmed are held (one on RabbitMQ, a pipeline's batch on Redis): any file size works."""
+    unconfirmed: dict[int, str] = {}
+
+    def sent() -> Iterator[tuple[Priority, bytes]]:
+        for position, job in enumerate(jobs):
+            unconfirmed[position] = _printable(job.job_id)
+            yield job.priority, job.body
+
+    def confirmed(position: int) -> None:
+        # Sent before this one and still unconfirmed: the broker refused them.
+        for earlier in [key for key in unconfirmed if key < position]:
+            print(f"not confirmed: {unconfirmed.pop(earlier)}", file=sys.stderr)
+        print(unconfirmed.pop(position))
+
+    report = publisher.publish(sent(), on_confirmed=confirmed)
+    for job_id in unconfirmed.values():
+        print(f"not confirmed: {job_id}", file=sys.stderr)
+    return report
+
+
+def _printable(job_id: str | None) -> str:
+    if job_id is None:
+        return "(no id)"
+    return (
+        job_id
+        if job_id.isprintable() and job_id.strip() == job_id
+        else orjson.dumps(job_id).decode()
+    )
 
 
 def check(preflights: Iterable[Preflight], secrets: Iterable[str | None], strict: bool) -> int:

@@ -124,7 +124,14 @@ class Supervisor:
         log.info("all worker processes stopped")
         if self._failed_config:
             return CONFIG_ERROR
-        return 0 if all(status == 0 for status in statuses) else 1
+        # A process the forwarded SIGTERM found before it set its handlers died of it at once:
+        # it had taken no job yet (run_worker sets them first), so that is a clean stop too.
+        clean = (0, -signal.SIGTERM)
+        return 0 if all(status in clean for status in statuses) else 1
+
+
+SUPERVISED = "PYTHON_WORKER_SUPERVISED"
+"""Set in each child's environment: the supervisor already logged the start-up banner."""
 
 
 def child_command() -> list[str]:
@@ -143,6 +150,7 @@ def child_environment(
 ) -> dict[str, str]:
     """One process of several: its own id, outbox and metrics port; the job memory is shared."""
     env = {
+        SUPERVISED: "1",
         "WORKER_PROCESSES": "1",
         "WORKER_ID": f"{worker_id}-p{index}",
         # Process 0 keeps the plain directory, so going from one process to several (or back)

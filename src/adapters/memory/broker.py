@@ -1,6 +1,6 @@
 """The embedded in-memory broker: the demo's and the tests' source, with a publisher into it."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from python_worker.adapters.memory.dead_letters import InMemoryDeadLetters
 from python_worker.adapters.memory.source import InMemorySource
@@ -21,11 +21,17 @@ class InMemoryPublisher(JobPublisher):
     def __init__(self, source: InMemorySource) -> None:
         self._source = source
 
-    def publish(self, messages: Iterable[tuple[Priority, bytes]]) -> PublishReport:
+    def publish(
+        self,
+        messages: Iterable[tuple[Priority, bytes]],
+        on_confirmed: Callable[[int], None] | None = None,
+    ) -> PublishReport:
         report = PublishReport()
-        for priority, body in messages:
+        for position, (priority, body) in enumerate(messages):
             self._source.publish(priority, body)
             report.confirmed += 1
+            if on_confirmed is not None:
+                on_confirmed(position)
         return report
 
 
@@ -41,6 +47,9 @@ class InMemoryBroker(Broker):
 
     def __init__(self) -> None:
         self._source = InMemorySource()
+
+    def describe(self) -> str:
+        return "embedded in-memory broker (in this process; gone when it exits)"
 
     def source(self) -> InMemorySource:
         return self._source

@@ -2,7 +2,6 @@
 
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
@@ -14,21 +13,10 @@ from python_worker.application.stats import StatsSnapshot
 from python_worker.domain.jobs import JobStatus, Priority
 
 
-def demo_jobs(path: str | None) -> list[tuple[Priority, bytes]]:
-    """(tier, body) of each line of `path`, or of the bundled sample jobs; raises on a line
-    that is not a JSON object with a known `priority`."""
-    if path:
-        text = Path(path).read_text(encoding="utf-8")
-    else:
-        bundled = resources.files("python_worker.adapters.memory").joinpath("demo_jobs.jsonl")
-        text = bundled.read_text("utf-8")
-    jobs = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        priority = Priority(orjson.loads(line).get("priority", "medium"))
-        jobs.append((priority, line.encode()))
-    return jobs
+def bundled_jobs() -> list[str]:
+    """The lines of the bundled sample jobs (every job type, all three priorities)."""
+    bundled = resources.files("python_worker.adapters.memory").joinpath("demo_jobs.jsonl")
+    return bundled.read_text("utf-8").splitlines()
 
 
 def publish_low_first(source: InMemorySource, jobs: Sequence[tuple[Priority, bytes]]) -> None:

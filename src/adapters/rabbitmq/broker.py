@@ -21,6 +21,9 @@ class RabbitMQBroker(Broker):
         self._worker_id = worker_id
         self._source: RabbitMQSource | None = None
 
+    def describe(self) -> str:
+        return f"RabbitMQ {self._config.where()} ({self._config.queue_type} queues)"
+
     def source(self) -> RabbitMQSource:
         if self._source is None:
             self._source = RabbitMQSource(self._config, self._prefetch, self._worker_id)

@@ -1,7 +1,7 @@
 """Publishes jobs to the priority queues as persistent messages, with publisher confirms."""
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pika
 import pika.exceptions
@@ -28,7 +28,11 @@ class RabbitMQPublisher(JobPublisher):
     def __init__(self, config: BrokerConfig) -> None:
         self._config = config
 
-    def publish(self, messages: Iterable[tuple[Priority, bytes]]) -> PublishReport:
+    def publish(
+        self,
+        messages: Iterable[tuple[Priority, bytes]],
+        on_confirmed: Callable[[int], None] | None = None,
+    ) -> PublishReport:
         report = PublishReport()
         try:
             connection = connect(self._config)
@@ -39,12 +43,14 @@ class RabbitMQPublisher(JobPublisher):
             channel = connection.channel()
             channel.confirm_delivery()
             properties = pika.BasicProperties(delivery_mode=2, content_type="application/json")
-            for priority, body in messages:
+            for position, (priority, body) in enumerate(messages):
                 try:
                     channel.basic_publish(
                         EXCHANGE, priority.queue, body, properties=properties, mandatory=True
                     )
                     report.confirmed += 1
+                    if on_confirmed is not None:
+                        on_confirmed(position)
                 except pika.exceptions.UnroutableError:
                     report.failures.append(f"{priority.queue}: returned unroutable")
                 except pika.exceptions.NackError:
