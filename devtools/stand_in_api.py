@@ -7,6 +7,7 @@ import contextlib
 import logging
 import math
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -129,8 +130,10 @@ class StandInApi:
         *,
         required_token: str | None = None,
         max_records: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self._ssl_context = ssl_context  # a server context: HTTPS, for the worker's TLS tests
         self._requested_port = port
         self._port: int | None = None
         self._expected_auth = authorization(required_token).get("Authorization")
@@ -193,7 +196,8 @@ class StandInApi:
     @property
     def url(self) -> str:
         """Base URL, e.g. http://127.0.0.1:41234 (no trailing slash)."""
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def status_url(self) -> str:
@@ -327,7 +331,12 @@ class StandInApi:
         loop = asyncio.get_running_loop()
         port = self._port if self._port is not None else self._requested_port
         self._server = await loop.create_server(
-            lambda: _Connection(self), self.host, port, reuse_address=True, backlog=1024
+            lambda: _Connection(self),
+            self.host,
+            port,
+            reuse_address=True,
+            backlog=1024,
+            ssl=self._ssl_context,
         )
         self._port = self._server.sockets[0].getsockname()[1]
 

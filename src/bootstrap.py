@@ -309,6 +309,7 @@ class Container(containers.DeclarativeContainer):
             token=providers.Callable(_secret, settings.provided.status_api_token),
             max_in_flight=settings.provided.status_max_in_flight,
             outbox_max_items=settings.provided.status_outbox_max_items,
+            ssl_context=settings.provided.status_api_ssl_context.call(),
         ),
     )
     heartbeat_sink = providers.Selector(
@@ -318,6 +319,7 @@ class Container(containers.DeclarativeContainer):
             HttpHeartbeatSink,
             orchestrator_url=settings.provided.orchestrator_url,
             token=providers.Callable(_secret, settings.provided.orchestrator_token),
+            tls=settings.provided.orchestrator_tls,
         ),
     )
     job_memory = providers.Selector(
@@ -399,6 +401,13 @@ def _in_memory(settings: Settings, reporter: str, **changes: Any) -> Container:
 # --------------------------------------------------------------------------- commands
 
 
+def _connect_directly(settings: Settings) -> None:
+    """`run` and `check` reach the APIs directly: a proxy variable meant for them stops them."""
+    problem = settings.proxy_in_the_way()
+    if problem is not None:
+        raise ConfigurationError(f"configuration error: {problem}")
+
+
 def _banner(settings: Settings, broker: Broker, processes: int) -> commands.Banner:
     return commands.Banner(
         version=VERSION,
@@ -412,6 +421,7 @@ def _banner(settings: Settings, broker: Broker, processes: int) -> commands.Bann
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
+    _connect_directly(settings)
     processes = args.processes or settings.worker_processes
     count = (os.cpu_count() or 1) if processes == "auto" else int(processes)
     container = build_container(settings)
@@ -505,6 +515,7 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:
+    _connect_directly(settings)
     preflights = build_container(settings).preflights()
     return commands.check(preflights, settings.secrets(), args.strict)
 

@@ -14,6 +14,10 @@ from python_worker.bootstrap import setting_prefixes
 CLI = [sys.executable, "-P", "-m", "python_worker"]
 """`python-worker` as this interpreter runs it: the installed package, never one in the cwd."""
 
+PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy"})
+"""Lower-cased; `run` and `check` refuse a proxy that applies to the APIs (README: Internal
+HTTPS), so a CI machine's proxy settings would stop every worker reporting to 127.0.0.1."""
+
 
 class WorkerProcess:
     """One worker process; its log goes to a file the test can read after the fact."""
@@ -28,11 +32,12 @@ class WorkerProcess:
         # None of the worker's variables from the test run's own environment: RABBITMQ_URL
         # there names the suite's broker (and would conflict with RABBITMQ_HOST), a LOG_LEVEL
         # would change the worker and a name it does not know would stop it. Each test gives
-        # what it means.
+        # what it means. Likewise proxy variables (PROXY_VARIABLES): a test that wants one
+        # sets it.
         environment = {
             key: value
             for key, value in os.environ.items()
-            if not key.upper().startswith(setting_prefixes())
+            if not key.upper().startswith(setting_prefixes()) and key.lower() not in PROXY_VARIABLES
         }
         environment.update(self._env)
         log = self.log_path.open("ab")

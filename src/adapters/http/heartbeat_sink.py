@@ -7,6 +7,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from python_worker.adapters.http.headers import JSON, authorization
+from python_worker.adapters.http.tls import ClientTls, ContextAdapter
 from python_worker.adapters.wire import heartbeat_body
 from python_worker.application.ports import Heartbeat, HeartbeatFailed, HeartbeatSink
 
@@ -20,6 +21,11 @@ class HttpHeartbeatSink(HeartbeatSink):
     Short timeouts keep a slow orchestrator from delaying the next tick; any failure becomes a
     one-line `HeartbeatFailed` (status code and a short excerpt of the answer). The bearer token
     is sent as a header and never appears in a message or a repr.
+
+    Over https the orchestrator's certificate is verified against `tls` (its CA file, else the
+    system's trust store, as the status transport does) and `tls`'s client certificate is
+    shown to a server that asks for one. No proxy: `trust_env` stays False in the worker,
+    which refuses a proxy variable meant for the orchestrator at start-up instead.
     """
 
     def __init__(
@@ -27,6 +33,7 @@ class HttpHeartbeatSink(HeartbeatSink):
         orchestrator_url: str,
         *,
         token: str | None = None,
+        tls: ClientTls | None = None,
         connect_timeout: float = 2.0,
         read_timeout: float = 3.0,
         trust_env: bool = False,
@@ -39,7 +46,12 @@ class HttpHeartbeatSink(HeartbeatSink):
         self._session = requests.Session()
         self._session.trust_env = trust_env
         # No urllib3 retries: a missed heartbeat is simply sent again at the next tick.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
+        context = (tls or ClientTls()).context_for(self._url)
+        adapter = (
+            HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
+            if context is None
+            else ContextAdapter(context, pool_connections=1, pool_maxsize=1, max_retries=0)
+        )
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update({**JSON, **authorization(token)})

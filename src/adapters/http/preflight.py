@@ -5,44 +5,69 @@ heartbeat, so an API that authenticates and validates answers 4xx and stores not
 """
 
 import contextlib
+import http.client
+import ssl
 from collections.abc import Iterator
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from python_worker.adapters.http.headers import authorization
-from python_worker.adapters.network import describe_network_error
+from python_worker.adapters.http.tls import ClientTls, ContextAdapter
+from python_worker.adapters.network import describe_network_error, root_cause
 from python_worker.application.ports import CheckResult, Outcome, Preflight
 
 PROBE_BODY = b'{"preflight": true}'
 HTTP_TIMEOUT = (3.0, 5.0)  # connect, read
 
 
+@dataclass(frozen=True)
+class _Endpoint:
+    name: str
+    url: str
+    token: str | None
+    tls: ClientTls
+    url_variable: str
+    token_variable: str
+    tls_prefix: str
+
+    @property
+    def ca_setting(self) -> str:
+        return f"{self.tls_prefix}_CA_FILE"
+
+    @property
+    def client_cert_settings(self) -> str:
+        return f"{self.tls_prefix}_CLIENT_CERT_FILE and {self.tls_prefix}_CLIENT_KEY_FILE"
+
+
 class HttpEndpointPreflight(Preflight):
-    """One endpoint the worker POSTs to; the setting names are for the fix it suggests."""
+    """One endpoint the worker POSTs to, reached with the worker's own TLS settings (`tls`).
+
+    The setting names are for the fixes it suggests: `url_variable`, `token_variable`, and
+    `tls_prefix` for `<prefix>_CA_FILE` and `<prefix>_CLIENT_CERT_FILE`/`_CLIENT_KEY_FILE`.
+    """
 
     def __init__(
-        self, name: str, url: str, token: str | None, *, url_variable: str, token_variable: str
+        self,
+        name: str,
+        url: str,
+        token: str | None,
+        *,
+        url_variable: str,
+        token_variable: str,
+        tls: ClientTls,
+        tls_prefix: str,
     ) -> None:
-        self._name = name
-        self._url = url
-        self._token = token
-        self._variables = (url_variable, token_variable)
+        self._endpoint = _Endpoint(name, url, token, tls, url_variable, token_variable, tls_prefix)
 
     def checks(self) -> Iterator[CheckResult]:
-        url_variable, token_variable = self._variables
-        yield _http_check(
-            self._name,
-            self._url,
-            self._token,
-            url_variable=url_variable,
-            token_variable=token_variable,
-        )
+        yield _http_check(self._endpoint)
 
 
-def _http_check(
-    name: str, url: str, token: str | None, *, url_variable: str, token_variable: str
-) -> CheckResult:
+def _http_check(endpoint: _Endpoint) -> CheckResult:
+    name, url, token = endpoint.name, endpoint.url, endpoint.token
+    url_variable, token_variable = endpoint.url_variable, endpoint.token_variable
     what = f"{name} {_safe_url(url)}"
     headers = {
         "Content-Type": "application/json",
@@ -54,13 +79,26 @@ def _http_check(
     # As the worker's reporter and heartbeat sink: no proxies, .netrc or REQUESTS_CA_BUNDLE
     # from the environment, so the check sees what the worker will see.
     session.trust_env = False
+    context = endpoint.tls.context_for(url)
+    if context is not None:
+        session.mount("https://", ContextAdapter(context, max_retries=0))
     try:
         with session:
+            # stream=True keeps the connection, and so its TLS session, open for `_tls_note`.
             response = session.post(
-                url, data=PROBE_BODY, headers=headers, timeout=HTTP_TIMEOUT, allow_redirects=False
+                url,
+                data=PROBE_BODY,
+                headers=headers,
+                timeout=HTTP_TIMEOUT,
+                allow_redirects=False,
+                stream=True,
             )
     except requests.exceptions.SSLError as exc:
-        problem, fix = describe_network_error(exc, what)
+        if _closed_without_answer(exc):
+            return _closed_after_handshake(what, endpoint)
+        problem, fix = describe_network_error(
+            exc, what, endpoint.ca_setting, endpoint.client_cert_settings
+        )
         return CheckResult(Outcome.FAIL, f"{what}: {problem}", fix)
     except requests.exceptions.Timeout:
         return CheckResult(
@@ -69,10 +107,69 @@ def _http_check(
             f"check that {name} is up and that no firewall drops the traffic",
         )
     except requests.exceptions.RequestException as exc:
+        if context is not None and _closed_without_answer(exc):
+            return _closed_after_handshake(what, endpoint)
         problem, fix = describe_network_error(exc, f"the {name}")
         return CheckResult(Outcome.FAIL, f"{what}: {problem}", f"{fix} (or correct {url_variable})")
     with contextlib.closing(response):
-        return _judge_answer(what, response, token, url_variable, token_variable)
+        if _no_client_certificate_page(response):
+            return CheckResult(
+                Outcome.FAIL,
+                f"{what}: answered {response.status_code}: it requires a client certificate",
+                f"set {endpoint.client_cert_settings} to a client certificate and key it accepts",
+            )
+        how = _tls_note(response, endpoint, context) if context is not None else ""
+        return _judge_answer(what, response, token, url_variable, token_variable, how)
+
+
+def _tls_note(response: requests.Response, endpoint: _Endpoint, context: ssl.SSLContext) -> str:
+    """' over TLSv1.3 (…)': the handshake's protocol, whom it trusted, what it could show."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+    if endpoint.tls.ca_file is not None:
+        # A context made with a CA file holds that file's CAs only: this counts what it loaded.
+        count = len(context.get_ca_certs())
+        plural = "" if count == 1 else "s"
+        trust = f"{endpoint.ca_setting}, {count} CA certificate{plural}"
+    else:
+        trust = "the system's trust store"
+    notes = [f"server certificate verified with {trust}"]
+    if endpoint.tls.client_cert is not None:
+        # Python cannot tell whether the server asked for it; one that requires it and answers
+        # has accepted it.
+        notes.append(f"client certificate of {endpoint.tls_prefix}_CLIENT_CERT_FILE sent if asked")
+    return f" over {version or 'TLS'} ({'; '.join(notes)})"
+
+
+def _closed_without_answer(exc: requests.RequestException) -> bool:
+    cause = root_cause(exc)
+    closed = http.client.RemoteDisconnected | ConnectionResetError | ssl.SSLEOFError
+    return isinstance(cause, closed)
+
+
+def _closed_after_handshake(what: str, endpoint: _Endpoint) -> CheckResult:
+    # Under TLS 1.3 the client's side of the handshake ends before the server has checked the
+    # client's certificate: a server that wants one (and gets none, or one it refuses) often
+    # just closes the connection, without an alert, while the request is on its way.
+    problem = f"{what}: closed the connection in or right after the TLS handshake, unanswered"
+    if endpoint.tls.client_cert is None:
+        fix = (
+            f"if it requires a client certificate (mutual TLS), set "
+            f"{endpoint.client_cert_settings}; otherwise check that the {endpoint.name} is up"
+        )
+    else:
+        fix = (
+            f"check that the {endpoint.name} accepts the client certificate of "
+            f"{endpoint.tls_prefix}_CLIENT_CERT_FILE (issued by a CA it trusts, valid now)"
+        )
+    return CheckResult(Outcome.FAIL, problem, fix)
+
+
+def _no_client_certificate_page(response: requests.Response) -> bool:
+    # nginx with `ssl_verify_client on` completes the handshake without a client certificate
+    # and answers 400 "No required SSL certificate was sent": a 400 the probe must not take
+    # for "reachable", since every status would then be refused (a 4xx is never retried).
+    return response.status_code == 400 and "ssl certificate" in response.text[:2000].lower()
 
 
 def _judge_answer(
@@ -81,9 +178,10 @@ def _judge_answer(
     token: str | None,
     url_variable: str,
     token_variable: str,
+    how: str = "",
 ) -> CheckResult:
     code = response.status_code
-    answered = f"{what} reachable: answered {code} to a probe POST"
+    answered = f"{what} reachable{how}: answered {code} to a probe POST"
     if code in (401, 403):
         if token:
             return CheckResult(

@@ -5,6 +5,7 @@ import collections
 import concurrent.futures
 import email.utils
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -124,6 +125,7 @@ class HttpStatusReporter(StatusReporter):
         replay_batch: int = 256,
         store_retry: float = 1.0,
         outbox: Outbox | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """Start the event loop thread and the replayer.
 
@@ -133,7 +135,9 @@ class HttpStatusReporter(StatusReporter):
         Retry-After sends the update to the outbox, where the replayer waits it out).
         `probe_cap` caps the replayer's wait between probes of a dead API. `outbox` overrides
         the one opened in `outbox_dir`. Requests go straight to the API (no proxy, no .netrc):
-        the transport is built for this one endpoint.
+        the transport is built for this one endpoint. `ssl_context` verifies an https API
+        (its CA bundle and the client certificate for mutual TLS); by default the system's
+        trust store.
         """
         if max_in_flight < 1 or max_attempts < 1:
             raise ValueError("max_in_flight and max_attempts must be at least 1")
@@ -180,7 +184,7 @@ class HttpStatusReporter(StatusReporter):
         self._replay_not_before = 0.0  # loop time; set by a chain that gave up on the API
 
         self._loop = asyncio.new_event_loop()
-        self._pool = KeepAlivePool(max_in_flight)
+        self._pool = KeepAlivePool(max_in_flight, ssl_context)
         self._rows_added = asyncio.Event()
         self._kick = asyncio.Event()
         left_over = self._outbox.count()
