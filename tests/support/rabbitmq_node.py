@@ -204,8 +204,12 @@ class RabbitMQNode(Broker):
 
     controllable = True
 
-    def __init__(self, base_dir: Path | None = None, name_prefix: str = "pw-test") -> None:
+    def __init__(
+        self, base_dir: Path | None = None, name_prefix: str = "pw-test", cookie: str | None = None
+    ) -> None:
+        """`cookie`: the Erlang cookie to use (nodes of one cluster share one); default random."""
         self.scripts_dir = find_scripts_dir()
+        self._cookie = cookie or "".join(secrets.choice(string.ascii_uppercase) for _ in range(20))
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="pw-rabbitmq-"))
         self.nodename = f"{name_prefix}-{secrets.token_hex(4)}@localhost"
         amqp_port = free_port()
@@ -229,7 +233,7 @@ class RabbitMQNode(Broker):
         # cookie and never touch ~root/.erlang.cookie or /var/lib/rabbitmq/.erlang.cookie.
         # Erlang refuses a cookie file readable by others, hence 0400.
         cookie = self.home_dir / ".erlang.cookie"
-        cookie.write_text("".join(secrets.choice(string.ascii_uppercase) for _ in range(20)))
+        cookie.write_text(self._cookie)
         cookie.chmod(0o400)
         (self.base_dir / "rabbitmq.conf").write_text(_RABBITMQ_CONF.format(port=self.port))
         # No plugins at all (no management UI): it's the biggest start-time saving.
@@ -310,10 +314,22 @@ class RabbitMQNode(Broker):
             self.start_app()
             self._wait_ready(began + timeout)
             return time.monotonic() - began
+        began = time.monotonic()
+        self.spawn()
+        self._wait_ready(began + timeout)
+        return time.monotonic() - began
+
+    def spawn(self) -> None:
+        """Launch the node's beam and return at once; `wait_ready` waits for it to boot.
+
+        Lets a caller boot several nodes side by side (a cluster) from the main thread, which
+        the die-with-parent guard needs.
+        """
+        if self.process_alive():
+            return
         # A stale pid file after kill() would point at a dead (or reused) pid; rabbit rewrites it
         # anyway, but removing it keeps pid lookups honest while the new node boots.
         self.pid_file.unlink(missing_ok=True)
-        began = time.monotonic()
         in_main_thread = threading.current_thread() is threading.main_thread()
         with self.stdout_file.open("ab") as out:
             self._process = subprocess.Popen(
@@ -328,8 +344,10 @@ class RabbitMQNode(Broker):
                 # PDEATHSIG fires when the *spawning thread* exits, so only from the main thread.
                 preexec_fn=_die_with_parent if in_main_thread else None,  # noqa: PLW1509
             )
-        self._wait_ready(began + timeout)
-        return time.monotonic() - began
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Wait until a spawned (or start_app'ed) node accepts AMQP connections."""
+        self._wait_ready(time.monotonic() + timeout)
 
     def _wait_ready(self, deadline: float) -> None:
         # The AMQP listener is the last thing rabbit starts, so "port accepts + AMQP handshake
@@ -417,8 +435,15 @@ class RabbitMQNode(Broker):
         self, *args: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         """Run rabbitmqctl against this node (same HOME/cookie); raises with stderr on failure."""
+        return self.cli("rabbitmqctl", *args, check=check, timeout=timeout)
+
+    def cli(
+        self, tool: str, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one of the node's CLI tools (`rabbitmq-queues`, `rabbitmq-diagnostics`, ...)
+        against this node, as `rabbitmqctl` does."""
         result = subprocess.run(
-            [str(self.scripts_dir / "rabbitmqctl"), "-n", self.nodename, *args],
+            [str(self.scripts_dir / tool), "-n", self.nodename, *args],
             env=self._env,
             capture_output=True,
             text=True,
@@ -427,7 +452,7 @@ class RabbitMQNode(Broker):
         )
         if check and result.returncode != 0:
             raise RuntimeError(
-                f"rabbitmqctl {' '.join(args)} failed ({result.returncode}):\n"
+                f"{tool} {' '.join(args)} failed ({result.returncode}):\n"
                 f"{result.stdout}{result.stderr}"
             )
         return result

@@ -172,6 +172,23 @@ def test_env_examples_give_each_vm_its_own_worker_id_and_the_outbox_under_var_li
         assert example["STATUS_OUTBOX_DIR"].startswith("/var/lib/python-worker/outbox")
 
 
+def test_env_examples_name_the_three_cluster_nodes_and_declare_quorum_queues() -> None:
+    # docs/operations.md, "A 3-node cluster with quorum queues": classic queues live on one
+    # node only, so a cluster of them loses its queues with that node.
+    for path in ENV_EXAMPLES:
+        example = active_env(path)
+        nodes = sorted(host.strip() for host in example["RABBITMQ_HOST"].split(","))
+
+        assert nodes == ["rabbit1.internal", "rabbit2.internal", "rabbit3.internal"], path.name
+        assert example["QUEUE_TYPE"] == "quorum", path.name
+
+
+def test_env_examples_spread_the_vms_over_the_nodes_by_naming_another_one_first() -> None:
+    firsts = [active_env(path)["RABBITMQ_HOST"].split(",")[0] for path in ENV_EXAMPLES]
+
+    assert len(set(firsts)) == len(firsts)
+
+
 def test_unit_waits_longer_than_the_grace_period_before_it_kills() -> None:
     service = unit()["Service"]
 

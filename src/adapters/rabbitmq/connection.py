@@ -1,6 +1,7 @@
 """Connection parameters and the contract §3 topology, shared by the consumer and the publisher."""
 
 import logging
+import re
 import ssl
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -187,6 +188,23 @@ def wanted_queues(config: BrokerConfig) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def other_type(queue: str, wanted: str, reply_text: str) -> str | None:
+    """The line for a queue that exists with another type than QUEUE_TYPE; None if not that.
+
+    RabbitMQ's 406 names the argument, `x-queue-type`, and says `current is none` for a queue
+    declared without one: a classic queue.
+    """
+    if "'x-queue-type'" not in reply_text:
+        return None
+    found = re.search(r"current is the value '([\w-]+)'", reply_text)
+    current = found.group(1) if found else "classic"
+    return (
+        f"queue {queue} is a {current} queue, not {wanted} as QUEUE_TYPE={wanted} says; using "
+        f"it as it is (a queue's type cannot change in place: docs/operations.md, \"Moving "
+        f'classic queues to quorum") ({reply_text})'
+    )
+
+
 def declare_topology(connection: pika.BlockingConnection, config: BrokerConfig) -> None:
     """Declare exchange, job queues and dead-letter queue; idempotent.
 
@@ -203,9 +221,10 @@ def declare_topology(connection: pika.BlockingConnection, config: BrokerConfig) 
             if exc.reply_code != PRECONDITION_FAILED:
                 raise
             log.warning(
-                "queue %s exists with different arguments; using it as it is (%s)",
-                queue,
-                exc.reply_text,
+                "%s",
+                other_type(queue, config.queue_type, exc.reply_text)
+                or f"queue {queue} exists with different arguments; using it as it is "
+                f"({exc.reply_text})",
             )
             channel = connection.channel()
             channel.queue_declare(queue, passive=True)
