@@ -2,24 +2,18 @@
 
 import contextlib
 import json
-import os
 import subprocess
 
 from tests.integration.worker_fixtures import StartWorker
 from tests.support.rabbitmq_node import Broker
 from tests.support.waiting import wait_until
-from tests.support.worker_process import CLI
+from tests.support.worker_process import CLI, clean_environment
 
 BANNER = "python-worker "
 
 
 def publish(broker: Broker, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("WORKER_", "RABBITMQ_", "QUEUE_"))
-    }
-    environment.update(RABBITMQ_HOST=broker.host, RABBITMQ_PORT=str(broker.port))
+    environment = clean_environment(RABBITMQ_HOST=broker.host, RABBITMQ_PORT=str(broker.port))
     return subprocess.run(
         [*CLI, "publish", *args],
         check=False,

@@ -19,7 +19,7 @@ import pytest
 
 from devtools.stand_in_api import StandInApi
 from tests.support.rabbitmq_node import Broker
-from tests.support.worker_process import CLI
+from tests.support.worker_process import CLI, clean_environment
 
 ENDS_WITHIN = 120  # seconds; generous for a shared 2-core machine
 SHELL_SIGPIPE_STATUS = 128 + signal.SIGPIPE
@@ -36,13 +36,7 @@ class Command:
 
 
 def environment(extra: dict[str, str]) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("WORKER_", "RABBITMQ_", "STATUS_", "ORCHESTRATOR_"))
-    }
-    env.update(extra)
-    return env
+    return clean_environment(**extra)
 
 
 def write_jobs(path: Path, count: int) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from python_worker.adapters.rabbitmq.connection import (
 from tests.integration.worker_fixtures import Publish, StartWorker
 from tests.support.rabbitmq_node import Broker, free_port
 from tests.support.waiting import wait_until
-from tests.support.worker_process import CLI
+from tests.support.worker_process import CLI, clean_environment
 
 SLEEP_JOB = {"id": "sleepy-1", "type": "test.sleep", "payload": {"seconds": 0.1}}
 BAD_PAYLOAD_JOB = {"id": "bad-sum", "type": "sum", "payload": {"numbers": "three"}}
@@ -56,13 +55,7 @@ def start_dead_letters(broker: Broker, *args: str) -> subprocess.Popen[str]:
 
 
 def _environment(broker: Broker, env: dict[str, str]) -> dict[str, str]:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("WORKER_", "RABBITMQ_", "STATUS_", "ORCHESTRATOR_", "QUEUE_"))
-    }
-    environment.update(RABBITMQ_HOST=broker.host, RABBITMQ_PORT=str(broker.port), **env)
-    return environment
+    return clean_environment(RABBITMQ_HOST=broker.host, RABBITMQ_PORT=str(broker.port), **env)
 
 
 def ready(broker: Broker, queue: str) -> int:

@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.rabbitmq_node import EXTERNAL_BROKER_REASON, free_port
 from tests.support.waiting import wait_until
-from tests.support.worker_process import CLI, WorkerProcess
+from tests.support.worker_process import CLI, WorkerProcess, clean_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "dev-stack.sh"
@@ -78,11 +78,8 @@ def _state(pid: int) -> str:
 
 @pytest.fixture
 def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("WORKER_", "RABBITMQ_", "STATUS_", "ORCHESTRATOR_", "ERL_"))
-    }
+    # ERL_ too: the stack's node must not take the suite's Erlang settings.
+    env = {key: value for key, value in clean_environment().items() if not key.startswith("ERL_")}
     env.update(
         DEV_STACK_DIR=str(tmp_path / "stack"),
         DEV_STACK_AMQP_PORT=str(free_port()),

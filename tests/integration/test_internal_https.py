@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,13 +13,12 @@ from python_worker.adapters.http.heartbeat_sink import HttpHeartbeatSink
 from python_worker.adapters.http.status_reporter import HttpStatusReporter
 from python_worker.adapters.http.tls import ClientTls
 from python_worker.application.ports import HeartbeatFailed
-from python_worker.bootstrap import setting_prefixes
 from tests.integration.http_fixtures import Handled, update
 from tests.integration.test_http_heartbeat_sink import heartbeat
 from tests.integration.worker_fixtures import Publish, StartWorker, settled, sum_job
 from tests.support.rabbitmq_node import Broker, free_port
 from tests.support.tls import BlockingTlsServer, PrivateCa
-from tests.support.worker_process import CLI, PROXY_VARIABLES
+from tests.support.worker_process import CLI, clean_environment
 
 
 @pytest.fixture
@@ -347,12 +345,7 @@ def test_processes_a_file_when_a_proxy_variable_is_set_since_it_posts_nothing(
 
 def environment(env: dict[str, str]) -> dict[str, str]:
     """The test run's environment without the worker's or the proxies' variables, plus `env`."""
-    inherited = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.upper().startswith(setting_prefixes()) and key.lower() not in PROXY_VARIABLES
-    }
-    return inherited | env
+    return clean_environment(**env)
 
 
 def run_check(broker: Broker, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from devtools.stand_in_api import StandInApi
 from tests.support.rabbitmq_node import Broker, RabbitMQNode, free_port
-from tests.support.worker_process import CLI
+from tests.support.worker_process import CLI, clean_environment
 
 CANARY_PASSWORD = "canary-broker-pw-7c1d"
 CANARY_STATUS_TOKEN = "canary-status-token-41aa"
@@ -21,12 +20,7 @@ CANARIES = (CANARY_PASSWORD, CANARY_STATUS_TOKEN, CANARY_ORCHESTRATOR_TOKEN)
 
 
 def run_check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("WORKER_", "RABBITMQ_", "STATUS_", "ORCHESTRATOR_"))
-    }
-    environment.update(env)
+    environment = clean_environment(**env)
     return subprocess.run(
         [*CLI, "check", *args],
         check=False,

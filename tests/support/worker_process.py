@@ -19,6 +19,20 @@ PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy
 HTTPS), so a CI machine's proxy settings would stop every worker reporting to 127.0.0.1."""
 
 
+def clean_environment(**env: str) -> dict[str, str]:
+    """This process's environment without any of the worker's variables or a proxy's, plus
+    `env`: what a test gives a `python-worker` it starts, so it means only what the test says.
+    RABBITMQ_URL there names the suite's broker (and would conflict with RABBITMQ_HOST), a
+    LOG_LEVEL would change the worker, a name it does not know would stop it, and `run` and
+    `check` refuse a proxy that applies to the APIs (README: Internal HTTPS)."""
+    inherited = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.upper().startswith(setting_prefixes()) and key.lower() not in PROXY_VARIABLES
+    }
+    return inherited | env
+
+
 class WorkerProcess:
     """One worker process; its log goes to a file the test can read after the fact."""
 
@@ -29,17 +43,7 @@ class WorkerProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        # None of the worker's variables from the test run's own environment: RABBITMQ_URL
-        # there names the suite's broker (and would conflict with RABBITMQ_HOST), a LOG_LEVEL
-        # would change the worker and a name it does not know would stop it. Each test gives
-        # what it means. Likewise proxy variables (PROXY_VARIABLES): a test that wants one
-        # sets it.
-        environment = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.upper().startswith(setting_prefixes()) and key.lower() not in PROXY_VARIABLES
-        }
-        environment.update(self._env)
+        environment = clean_environment(**self._env)
         log = self.log_path.open("ab")
         self._process = subprocess.Popen(
             [*CLI, "run"],

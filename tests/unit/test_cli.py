@@ -1,22 +1,18 @@
 """The `python-worker` command as a user runs it: a real process, real environment variables."""
 
 import json
-import os
 import re
 import socket
 import subprocess
 
 import pytest
 
-from python_worker.bootstrap import setting_names, setting_prefixes
-from tests.support.worker_process import CLI
+from python_worker.bootstrap import setting_names
+from tests.support.worker_process import CLI, clean_environment
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None):
-    environment = {
-        k: v for k, v in os.environ.items() if not k.upper().startswith(setting_prefixes())
-    }
-    environment.update(env or {})
+    environment = clean_environment(**(env or {}))
     return subprocess.run(
         [*CLI, *args],
         check=False,

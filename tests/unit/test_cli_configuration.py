@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from python_worker.bootstrap import setting_prefixes
 from tests.support.rabbitmq_node import free_port
-from tests.support.worker_process import CLI
+from tests.support.worker_process import CLI, clean_environment
 
 CANARY = "canary-url-pw-0b7d"
 
@@ -19,12 +18,7 @@ CANARY = "canary-url-pw-0b7d"
 def run_cli(
     *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.upper().startswith(setting_prefixes())
-    }
-    environment.update(env)
+    environment = clean_environment(**env)
     return subprocess.run(
         [*CLI, *args],
         check=False,
