@@ -7,9 +7,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+# The locked dependencies first, each checked against its hash (requirements.txt, made by
+# scripts/lock.sh), then the project itself without resolving anything again.
+COPY requirements.txt pyproject.toml README.md ./
 COPY src ./src
-RUN pip install . \
+RUN pip install --require-hashes -r requirements.txt \
+    && pip install --no-deps . \
     && useradd --system --uid 10001 --home-dir /var/lib/python-worker --create-home worker
 
 USER worker

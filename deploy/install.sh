@@ -10,8 +10,14 @@
 # Creates, once: the system user python-worker, /var/lib/python-worker (its home and the
 # outbox), /etc/python-worker/worker.env (from ENV_EXAMPLE, never overwritten) and the unit.
 #
+# The dependencies come from requirements.txt, the lock file (exact versions, each file checked
+# against its hash), so every VM runs the same ones. WHEELHOUSE=DIR installs offline from a
+# directory made by `pip download -r requirements.txt -d DIR` (docs/operations.md, "Offline
+# install"); SOURCE is then best a built wheel, which needs no build tools.
+#
 # Environment: PYTHON (>= 3.11, default /usr/bin/python3), PREFIX (/opt/python-worker), UNIT_DIR
-# (/etc/systemd/system), ENV_EXAMPLE (deploy/vm1.env.example), KEEP_RELEASES (3).
+# (/etc/systemd/system), ENV_EXAMPLE (deploy/vm1.env.example), KEEP_RELEASES (3), REQUIREMENTS
+# (requirements.txt beside deploy/), WHEELHOUSE (unset: the package index).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,6 +28,8 @@ PREFIX="${PREFIX:-/opt/python-worker}"
 UNIT_DIR="${UNIT_DIR:-/etc/systemd/system}"
 ENV_EXAMPLE="${ENV_EXAMPLE:-$HERE/vm1.env.example}"
 KEEP_RELEASES="${KEEP_RELEASES:-3}"
+REQUIREMENTS="${REQUIREMENTS:-$(dirname "$HERE")/requirements.txt}"
+WHEELHOUSE="${WHEELHOUSE:-}"
 USER_NAME=python-worker
 STATE_DIR=/var/lib/python-worker
 CONF_DIR=/etc/python-worker
@@ -31,6 +39,8 @@ die() { echo "install.sh: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run me as root (sudo $0)"
 [ -e "$SOURCE" ] || die "no such source: $SOURCE"
+[ -f "$REQUIREMENTS" ] || die "no lock file at $REQUIREMENTS (set REQUIREMENTS=)"
+[ -z "$WHEELHOUSE" ] || [ -d "$WHEELHOUSE" ] || die "no such wheelhouse: $WHEELHOUSE"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
     || die "python-worker needs Python 3.11 or newer (set PYTHON=/path/to/python3.11)"
 
@@ -46,8 +56,15 @@ install -d -o root -g root -m 0700 "$CONF_DIR/credentials"
 release="$PREFIX/releases/$(date -u +%Y%m%dT%H%M%SZ)"
 say "installing $SOURCE into $release/venv"
 mkdir -p "$PREFIX/releases"
+# Until it becomes the current one, a release that fails (a hash mismatch, a smoke test) goes.
+trap 'rm -rf "$release"' EXIT
 "$PYTHON" -m venv "$release/venv"
-"$release/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$SOURCE"
+pip_install=("$release/venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+if [ -n "$WHEELHOUSE" ]; then
+    pip_install+=(--no-index --find-links "$WHEELHOUSE")
+fi
+"${pip_install[@]}" --require-hashes -r "$REQUIREMENTS"
+"${pip_install[@]}" --no-deps "$SOURCE"
 if ! runuser -u "$USER_NAME" -- "$release/venv/bin/python" -c '' 2>/dev/null; then
     interpreter="$(readlink -f "$release/venv/bin/python")"
     rm -rf "$release"
@@ -65,6 +82,7 @@ if [ -L "$PREFIX/venv" ]; then
 fi
 ln -sfn "$release/venv" "$PREFIX/venv.new"
 mv -T "$PREFIX/venv.new" "$PREFIX/venv"
+trap - EXIT
 say "$PREFIX/venv -> $release/venv ($version)"
 if [ -f "$HERE/../docs/operations.md" ]; then
     install -D -m 0644 "$HERE/../docs/operations.md" "$PREFIX/docs/operations.md"

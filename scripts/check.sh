@@ -9,8 +9,8 @@ if [ -z "${RABBITMQ_URL:-}" ]; then
 fi
 bash scripts/ensure-prometheus.sh  # promtool, for the alert rules' tests
 echo "==> ruff"
-ruff check src devtools tests bench scripts
-ruff format --check src devtools tests bench scripts
+ruff check src devtools tests bench scripts worker.py
+ruff format --check src devtools tests bench scripts worker.py
 echo "==> import-linter"
 lint-imports
 echo "==> mypy (strict) on src/"

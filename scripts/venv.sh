@@ -12,10 +12,13 @@ if [ ! -x "$ROOT/.venv/bin/python" ]; then
 fi
 VENV="$ROOT/.venv"
 # Reinstall only when the project's metadata changed since the last install.
-STAMP="$VENV/.installed-$(sha1sum "$ROOT/pyproject.toml" | cut -c1-12)-${1:-base}"
+STAMP="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/requirements.txt" | sha1sum | cut -c1-12)-${1:-base}"
 if [ ! -f "$STAMP" ]; then
     echo "==> installing python-worker${1:+ with $1 extras} into .venv"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+    # The locked runtime versions (requirements.txt, checked by hash), as on the VMs; then the
+    # project, editable, with its dev tools.
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.txt"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT${1:+[$1]}"
     rm -f "$VENV"/.installed-*
     touch "$STAMP"

@@ -6,16 +6,21 @@ import configparser
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from python_worker.bootstrap import Settings, load_settings, setting_names, setting_prefixes
+from tests.support.worker_process import clean_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -299,41 +304,101 @@ def dockerfile_steps() -> list[str]:
 def test_dockerfile_installs_the_package_the_way_the_install_test_does() -> None:
     steps = dockerfile_steps()
 
-    assert "COPY pyproject.toml README.md ./" in steps
+    assert "COPY requirements.txt pyproject.toml README.md ./" in steps
     assert "COPY src ./src" in steps
-    assert any(step.startswith("RUN pip install .") for step in steps)
+    assert "RUN pip install --require-hashes -r requirements.txt \\" in steps
+    assert "&& pip install --no-deps . \\" in steps
     assert 'CMD ["python-worker", "run"]' in steps
 
 
-def test_a_non_editable_install_like_the_dockerfiles_runs_the_cli(tmp_path: Path) -> None:
-    # The Dockerfile's steps, without Docker: copy pyproject.toml, README.md and src/ into a
-    # clean directory, `pip install .` into a fresh venv, run the installed command.
+def locked() -> dict[str, tuple[str, list[str]]]:
+    """requirements.txt: normalized name -> (pinned version, its hashes)."""
+    found: dict[str, tuple[str, list[str]]] = {}
+    text = (ROOT / "requirements.txt").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        pin, *options = line.split()
+        name, _, version = pin.partition("==")
+        hashes = [option.removeprefix("--hash=") for option in options if option.startswith("--")]
+        found[canonicalize_name(name)] = (version, hashes)
+    return found
+
+
+def test_lock_pins_every_runtime_dependency_to_a_version_the_project_accepts_with_hashes():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = locked()
+
+    for declared in map(Requirement, project["dependencies"]):
+        version, hashes = pins[canonicalize_name(declared.name)]
+        assert declared.specifier.contains(version), (declared, version)
+    for name, (version, hashes) in pins.items():
+        assert re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", version), name
+        assert hashes and all(h.startswith("sha256:") for h in hashes), name
+
+
+def test_lock_is_what_the_test_environment_runs():
+    # scripts/venv.sh installs requirements.txt first: the suite tests the locked versions.
+    for name, (version, _hashes) in locked().items():
+        assert metadata.version(name) == version, name
+
+
+def test_the_lock_then_worker_py_then_a_non_editable_install_run_as_documented(
+    tmp_path: Path,
+) -> None:
+    # The Dockerfile's steps, without Docker: copy what it copies into a clean directory,
+    # install the lock file (hash-checked) into a fresh venv, then the project without deps.
+    # In between, the original worker's instructions: `pip install -r requirements.txt` and
+    # `python worker.py` from the checkout, nothing else installed.
     app = tmp_path / "app"
     app.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("requirements.txt", "pyproject.toml", "README.md", "worker.py"):
         shutil.copy2(ROOT / name, app / name)
     shutil.copytree(
         ROOT / "src",
         app / "src",
         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
     )
+    shutil.copytree(ROOT / "checkout", app / "checkout", symlinks=True)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    environment = {
-        key: value for key, value in os.environ.items() if not key.startswith("PYTHONPATH")
-    }
+    python = str(venv / "bin" / "python")
+    pip = [python, "-m", "pip", "install", "--quiet"]
+    environment = {key: value for key, value in clean_environment().items() if key != "PYTHONPATH"}
     environment["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    installed = subprocess.run(
-        [*pip, "."],
+
+    def install(*args: str) -> None:
+        done = subprocess.run(
+            [*pip, *args],
+            cwd=app,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    install("--require-hashes", "-r", "requirements.txt")
+    original = subprocess.Popen(
+        [python, "worker.py"],
         cwd=app,
-        env=environment,
-        capture_output=True,
+        env=environment | {"WORKER_BROKER": "memory", "STATUS_OUTBOX_DIR": str(tmp_path / "o")},
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
-        check=False,
     )
-    assert installed.returncode == 0, installed.stderr[-3000:]
+    assert original.stderr is not None
+    banner = original.stderr.readline()
+    started = original.stderr.readline()  # the worker's own line: its signal handlers are set
+    original.send_signal(signal.SIGTERM)
+    _out, rest = original.communicate(timeout=60)
+    assert "python-worker 0+unknown starting: embedded in-memory broker" in banner, banner + rest
+    assert "capacity=10" in started, started
+    assert original.returncode == 0, rest[-3000:]
+
+    install("--no-deps", ".")
     cli = str(venv / "bin" / "python-worker")
     workdir = tmp_path / "work"  # not the source tree: only the installed package may be used
     workdir.mkdir()
