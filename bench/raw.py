@@ -1,4 +1,4 @@
-"""Raw limits of this machine: broker consume+ack with no work, and POSTs through requests."""
+"""Raw limits of this machine: broker consume+ack with no work (RabbitMQ, Redis), and POSTs."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from collections.abc import Callable, Iterable
 
 import orjson
 import pika
+import redis
 import requests
 from requests.adapters import HTTPAdapter
 
 from python_worker.adapters.http.transport import KeepAlivePool
+from python_worker.adapters.redis.connection import BODY_FIELD
 from tests.support.rabbitmq_node import Broker
+from tests.support.redis_server import RedisServer
 
 RAW_QUEUE = "bench.raw"
 
@@ -102,6 +105,62 @@ def broker_consume_ack(broker: Broker, count: int, prefetch: int = 100) -> dict[
         channel.queue_delete(RAW_QUEUE)
     finally:
         connection.close()
+    return {
+        "messages": count,
+        "seconds": elapsed,
+        "msg_per_s": count / elapsed,
+        "publish_msg_per_s": count / publish_seconds,
+    }
+
+
+def redis_publish_fast(server: RedisServer, stream: str, bodies: Iterable[bytes]) -> float:
+    """XADD `bodies` to `stream`, pipelined 500 at a time (every reply read); returns seconds."""
+    began = time.perf_counter()
+    client = server.client()
+    try:
+        batch: list[bytes] = []
+        for body in bodies:
+            batch.append(body)
+            if len(batch) >= 500:
+                _xadd_all(client, stream, batch)
+                batch = []
+        if batch:
+            _xadd_all(client, stream, batch)
+    finally:
+        client.close()
+    return time.perf_counter() - began
+
+
+def _xadd_all(client: redis.Redis, stream: str, bodies: list[bytes]) -> None:
+    pipe = client.pipeline(transaction=False)
+    for body in bodies:
+        pipe.xadd(stream, {BODY_FIELD: body})
+    pipe.execute()
+
+
+def redis_consume_ack(server: RedisServer, count: int, batch: int = 100) -> dict[str, float]:
+    """msg/s of one consumer reading a group `batch` at a time and acking each batch at once,
+    after `count` entries were pre-added to a scratch stream: the same no-work loop as
+    `broker_consume_ack`, on Redis."""
+    client = server.client()
+    try:
+        client.delete(RAW_QUEUE)
+        client.xgroup_create(RAW_QUEUE, "raw", id="0", mkstream=True)
+        body = orjson.dumps({"id": "x", "type": "sum", "payload": {"numbers": [1, 2, 3]}})
+        publish_seconds = redis_publish_fast(server, RAW_QUEUE, (body for _ in range(count)))
+        seen = 0
+        began = time.perf_counter()
+        while seen < count:
+            reply = client.xreadgroup("raw", "raw-1", {RAW_QUEUE: ">"}, count=batch, block=1000)
+            ids = [identity for _stream, entries in reply or [] for identity, _fields in entries]
+            if not ids:
+                raise RuntimeError(f"{RAW_QUEUE} ran dry after {seen} of {count} entries")
+            client.xack(RAW_QUEUE, "raw", *ids)
+            seen += len(ids)
+        elapsed = time.perf_counter() - began
+        client.delete(RAW_QUEUE)
+    finally:
+        client.close()
     return {
         "messages": count,
         "seconds": elapsed,

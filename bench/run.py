@@ -25,14 +25,20 @@ _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from bench.raw import STATUS_BODY, broker_consume_ack, http_posts  # noqa: E402
+from bench.raw import STATUS_BODY, broker_consume_ack, http_posts, redis_consume_ack  # noqa: E402
 from bench.scenarios import OtherCode, run_priority, run_throughput  # noqa: E402
 from bench.stand_in import StandInProcess, stand_in_capacity  # noqa: E402
 from tests.support.rabbitmq_node import Broker, RabbitMQNode  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 
 DEFAULT_OUT = _ROOT / "bench" / "results"
 REFERENCE_LATENCY_MS = 10.0
 """The API latency at which the reference worker runs too (when it is among `--latencies`)."""
+BROKERS = ("rabbitmq", "redis")
+DEFAULT_BROKERS = BROKERS if shutil.which("redis-server") else ("rabbitmq",)
+"""Both when redis-server is installed: the Redis figures come beside RabbitMQ's, same round."""
+REDIS_WORKER = "redis-worker"
+"""The `kind` of the worker under test on Redis: its own ids, WORKER_ID, outbox and log."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class Options:
     """Jobs of `reference_latency_10` (at most `jobs`): one thread waits out every POST."""
     baseline: str | None = None
     """A git commit/branch whose worker also runs the 0 ms throughput scenario."""
+    brokers: tuple[str, ...] = DEFAULT_BROKERS
+    """RabbitMQ always (every ratio refers to its figures); `redis` adds the `redis_*` ones."""
 
 
 QUICK = Options(
@@ -75,6 +83,16 @@ def _latencies(text: str) -> tuple[float, ...]:
     if any(value < 0 for value in values):
         raise argparse.ArgumentTypeError("latencies cannot be negative")
     return tuple(sorted(values | {0.0}))
+
+
+def _brokers(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in BROKERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown broker {unknown[0]!r} (rabbitmq, redis)")
+    if "rabbitmq" not in names:
+        raise argparse.ArgumentTypeError("rabbitmq is always measured: the ratios refer to it")
+    return names
 
 
 def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, str | None]:
@@ -117,6 +135,11 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, str | Non
     parser.add_argument(
         "--amqp-url", help="use this broker instead of starting a private RabbitMQ node"
     )
+    parser.add_argument(
+        "--brokers",
+        type=_brokers,
+        help="rabbitmq, or rabbitmq,redis (default: both when redis-server is installed)",
+    )
     args = parser.parse_args(argv)
     base = QUICK if args.quick else Options()
     values: dict[str, Any] = {}
@@ -126,6 +149,8 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, str | Non
             values[name] = getattr(args, name)
     if args.latencies is not None:
         values["latencies_ms"] = args.latencies
+    if args.brokers is not None:
+        values["brokers"] = args.brokers
     if args.jobs is not None and args.priority_low is None and not args.quick:
         values["priority_low"] = args.jobs
     values["reference"] = not args.no_reference
@@ -273,6 +298,18 @@ def _run_benchmark(
         print(f"starting private RabbitMQ node ({own_node.port})...", file=stream, flush=True)
         own_node.start()
         broker = own_node
+    redis_server: RedisServer | None = None
+    if "redis" not in options.brokers and shutil.which("redis-server") is None:
+        print(
+            "redis-server is not installed: no Redis figures (sudo scripts/ensure-redis.sh)",
+            file=stream,
+            flush=True,
+        )
+    if "redis" in options.brokers:
+        # With `appendfsync always`: the setting under which Redis keeps what it acknowledged.
+        redis_server = RedisServer(appendfsync_always=True, name_prefix="pw-bench-redis")
+        print(f"starting private Redis ({redis_server.port})...", file=stream, flush=True)
+        redis_server.start()
     high = options.priority_high if options.priority else 0
     largest = max(options.jobs, options.priority_low + high)
     api = StandInProcess(max_records=2 * largest + 10_000)
@@ -285,6 +322,7 @@ def _run_benchmark(
             "python": platform.python_version(),
             "platform": platform.platform(),
             "broker": repr(broker),
+            "redis": repr(redis_server) if redis_server is not None else None,
             "baseline_commit": baseline.commit if baseline else None,
         },
     )
@@ -292,11 +330,19 @@ def _run_benchmark(
         with tempfile.TemporaryDirectory(prefix="pw-bench-") as work:
             for round_no in range(1, options.rounds + 1):
                 _run_round(options, broker, api, Path(work), round_no, results, baseline)
+                if redis_server is not None:
+                    # The same round on Redis, its ratios to the figures this round just wrote.
+                    theirs = _RabbitMQFigures.of(results.records, round_no)
+                    _run_redis_round(
+                        options, redis_server, api, Path(work), round_no, results, theirs
+                    )
         _write_summary(results)
     finally:
         api.close()
         if own_node is not None:
             own_node.close()
+        if redis_server is not None:
+            redis_server.close()
     print_table(results.records, stream)
     print(f"results: {results.path}", file=stream)
     return results.path
@@ -424,6 +470,138 @@ def _run_round(
             results.write(_latency_name("reference", latency_ms), round_no, slow_reference)
     if options.priority:
         _run_priorities(options, broker, api, work, round_no, results, baseline)
+
+
+@dataclass(frozen=True)
+class _RabbitMQFigures:
+    """What the Redis figures of a round are compared with: the same round's raw HTTP rates,
+    RabbitMQ workers and reference workers (the reference speaks AMQP only)."""
+
+    http_one: dict[str, Any]
+    http_lanes: dict[str, Any]
+    worker: dict[str, Any]
+    reference: dict[str, Any] | None
+    worker_at_latency: dict[float, dict[str, Any]]
+    reference_at_latency: dict[float, dict[str, Any]]
+
+    @classmethod
+    def of(cls, records: Sequence[dict[str, Any]], round_no: int) -> _RabbitMQFigures:
+        """The figures that round `round_no` wrote so far."""
+        mine = {r["measurement"]: r for r in records if r["round"] == round_no}
+
+        def at_latency(kind: str) -> dict[float, dict[str, Any]]:
+            prefix = f"{kind}_latency_"
+            return {
+                float(r["latency_ms"]): r
+                for name, r in mine.items()
+                if name.startswith(prefix) and _numeric(r.get("latency_ms"))
+            }
+
+        return cls(
+            http_one=mine["http_raw_1"],
+            http_lanes=mine["http_raw_lanes"],
+            worker=mine["worker"],
+            reference=mine.get("reference"),
+            worker_at_latency=at_latency("worker"),
+            reference_at_latency=at_latency("reference"),
+        )
+
+
+def _run_redis_round(
+    options: Options,
+    server: RedisServer,
+    api: StandInProcess,
+    work: Path,
+    round_no: int,
+    results: _Results,
+    rabbitmq: _RabbitMQFigures,
+) -> None:
+    """The throughput and priority scenarios on Redis, with the same ratios as on RabbitMQ:
+    to Redis's own consume+ack rate, to the raw HTTP rates, to the reference worker, and to
+    the RabbitMQ worker of the same round (`redis_*` measurements)."""
+    capacity = options.capacity
+    raw = results.write("redis_broker_raw", round_no, redis_consume_ack(server, options.jobs))
+
+    def against_raw(fields: dict[str, Any]) -> dict[str, Any]:
+        rate = fields.get("jobs_per_s")
+        return fields | {
+            "ratio_to_broker": _ratio(rate, raw["msg_per_s"]),
+            "ratio_to_http_1": _ratio(rate, rabbitmq.http_one["posts_per_s"] / 2),
+            "ratio_to_http_lanes": _ratio(rate, rabbitmq.http_lanes["posts_per_s"] / 2),
+        }
+
+    def throughput(jobs: int, latency_ms: float = 0.0) -> dict[str, Any]:
+        api.delay(latency_ms / 1000)
+        try:
+            fields = run_throughput(
+                REDIS_WORKER,
+                server,
+                api,
+                work,
+                jobs,
+                capacity,
+                round_no,
+                timeout=_timeout(jobs, latency_ms),
+            )
+            if latency_ms > 0:
+                fields = {"latency_ms": latency_ms, **fields}
+                fields["stand_in_peak_waiting"] = api.peak_waiting()
+            return against_raw(fields)
+        finally:
+            api.delay(0)
+
+    worker = throughput(options.jobs)
+    worker.update(
+        ratio_to_rabbitmq_worker=_ratio(
+            worker.get("jobs_per_s"), rabbitmq.worker.get("jobs_per_s")
+        ),
+        cpu_ratio_to_rabbitmq_worker=_ratio(
+            worker.get("cpu_ms_per_job"), rabbitmq.worker.get("cpu_ms_per_job")
+        ),
+    )
+    if rabbitmq.reference is not None:
+        worker.update(
+            ratio_to_reference=_ratio(
+                worker.get("jobs_per_s"), rabbitmq.reference.get("jobs_per_s")
+            ),
+            cpu_ratio_to_reference=_ratio(
+                worker.get("cpu_ms_per_job"), rabbitmq.reference.get("cpu_ms_per_job")
+            ),
+            rss_ratio_to_reference=_ratio(
+                worker.get("peak_rss_mb"), rabbitmq.reference.get("peak_rss_mb")
+            ),
+        )
+    results.write("redis_worker", round_no, worker)
+    for latency_ms in options.latencies_ms:
+        if latency_ms <= 0:
+            continue  # that is `redis_worker` above
+        slow = throughput(options.jobs, latency_ms)
+        slow.update(
+            ratio_to_0ms=_ratio(slow.get("jobs_per_s"), worker.get("jobs_per_s")),
+            cpu_ratio_to_0ms=_ratio(slow.get("cpu_ms_per_job"), worker.get("cpu_ms_per_job")),
+            rss_ratio_to_0ms=_ratio(slow.get("peak_rss_mb"), worker.get("peak_rss_mb")),
+        )
+        theirs = rabbitmq.worker_at_latency.get(latency_ms, {})
+        slow.update(
+            ratio_to_rabbitmq_worker=_ratio(slow.get("jobs_per_s"), theirs.get("jobs_per_s")),
+            cpu_ratio_to_rabbitmq_worker=_ratio(
+                slow.get("cpu_ms_per_job"), theirs.get("cpu_ms_per_job")
+            ),
+        )
+        reference = rabbitmq.reference_at_latency.get(latency_ms)
+        if reference is not None:
+            slow.update(
+                ratio_to_reference=_ratio(slow.get("jobs_per_s"), reference.get("jobs_per_s")),
+                cpu_ratio_to_reference=_ratio(
+                    slow.get("cpu_ms_per_job"), reference.get("cpu_ms_per_job")
+                ),
+            )
+        results.write(_latency_name("redis_worker", latency_ms), round_no, slow)
+    if options.priority:
+        sizes = (options.priority_low, options.priority_high, options.capacity, round_no)
+        results.write(
+            "redis_priority", round_no, run_priority(server, api, work, *sizes, kind=REDIS_WORKER)
+        )
 
 
 def _run_priorities(
@@ -573,7 +751,54 @@ def _table_rows(records: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, 
             (theirs, "jobs_per_s", f"reference jobs/s, API after {latency_ms:g} ms", "{:,.0f}"),
             (theirs, "cpu_ms_per_job", "  reference CPU ms per job", "{:.3f}"),
         ]
-    return rows + list(_TABLE_PRIORITY)
+    rows += _TABLE_PRIORITY
+    if any(r["measurement"].startswith("redis_") for r in records):
+        rows += _redis_rows(latencies)
+    return rows
+
+
+_TABLE_REDIS = (
+    ("redis_broker_raw", "msg_per_s", "Redis: consume+ack, no work, msg/s", "{:,.0f}"),
+    ("redis_worker", "jobs_per_s", "Redis: worker jobs/s (first -> last final)", "{:,.0f}"),
+    ("redis_worker", "jobs_per_s_incl_startup", "  incl. process start-up", "{:,.0f}"),
+    ("redis_worker", "cpu_ms_per_job", "  worker CPU ms per job", "{:.3f}"),
+    ("redis_worker", "cpu_cores_used", "  worker CPU cores busy", "{:.2f}"),
+    ("redis_worker", "peak_rss_mb", "  worker peak RSS MiB", "{:.1f}"),
+    ("redis_worker", "ratio_to_broker", "  ratio to Redis consume+ack", "{:.3f}"),
+    ("redis_worker", "ratio_to_http_1", "  ratio to HTTP 1 thread / 2", "{:.3f}"),
+    ("redis_worker", "ratio_to_http_lanes", "  ratio to HTTP lanes / 2", "{:.3f}"),
+    ("redis_worker", "ratio_to_reference", "  ratio to reference worker (AMQP)", "{:.3f}"),
+    ("redis_worker", "cpu_ratio_to_reference", "  CPU/job ratio to reference", "{:.2f}"),
+    ("redis_worker", "rss_ratio_to_reference", "  peak RSS ratio to reference", "{:.2f}"),
+    ("redis_worker", "ratio_to_rabbitmq_worker", "  ratio to RabbitMQ worker", "{:.3f}"),
+    (
+        "redis_worker",
+        "cpu_ratio_to_rabbitmq_worker",
+        "  CPU/job ratio to RabbitMQ worker",
+        "{:.2f}",
+    ),
+)
+
+
+def _redis_rows(latencies: Sequence[float]) -> list[tuple[str, str, str, str]]:
+    """The same figures and ratios on Redis Streams, each label starting `Redis:`."""
+    rows = list(_TABLE_REDIS)
+    for latency_ms in latencies:
+        ours = _latency_name("redis_worker", latency_ms)
+        rows += [
+            (ours, "jobs_per_s", f"Redis: worker jobs/s, API after {latency_ms:g} ms", "{:,.0f}"),
+            (ours, "cpu_ms_per_job", "  worker CPU ms per job", "{:.3f}"),
+            (ours, "peak_rss_mb", "  worker peak RSS MiB", "{:.1f}"),
+            (ours, "ratio_to_0ms", "  ratio to 0 ms", "{:.3f}"),
+            (ours, "cpu_ratio_to_0ms", "  CPU/job ratio to 0 ms", "{:.2f}"),
+            (ours, "stand_in_peak_waiting", "  POSTs waiting at the stand-in, peak", "{:.0f}"),
+            (ours, "ratio_to_reference", f"  ratio to reference at {latency_ms:g} ms", "{:.3f}"),
+            (ours, "ratio_to_rabbitmq_worker", "  ratio to RabbitMQ worker", "{:.3f}"),
+        ]
+    for measurement, key, label, fmt in _TABLE_PRIORITY:
+        redis_label = label if label.startswith(" ") else f"Redis: {label}"
+        rows.append((f"redis_{measurement}", key, redis_label[:46], fmt))
+    return rows
 
 
 def print_table(records: Sequence[dict[str, Any]], stream: TextIO) -> None:

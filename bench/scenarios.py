@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import signal
 import statistics
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import orjson
 import pika
 
-from bench.raw import publish_fast
+from bench.raw import publish_fast, redis_publish_fast
 from bench.stand_in import Arrival, StandInProcess
 from python_worker.adapters.rabbitmq.connection import (
     DEAD_LETTER_QUEUE,
@@ -27,8 +28,13 @@ from python_worker.adapters.rabbitmq.connection import (
     JOB_QUEUES,
     declare_topology,
 )
+from python_worker.adapters.redis.connection import BODY_FIELD
 from python_worker.bootstrap import load_settings
 from tests.support.rabbitmq_node import Broker
+from tests.support.redis_server import RedisServer
+
+AnyBroker = Broker | RedisServer
+"""What a scenario runs against: a RabbitMQ broker, or a private Redis (WORKER_BROKER=redis)."""
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _ALL_QUEUES = (*JOB_QUEUES, DEAD_LETTER_QUEUE)
@@ -129,7 +135,7 @@ class UnderTest:
     def __init__(
         self,
         kind: str,
-        broker: Broker,
+        broker: AnyBroker,
         api: StandInProcess,
         work_dir: Path,
         capacity: int,
@@ -141,8 +147,7 @@ class UnderTest:
             if not key.startswith(("WORKER_", "RABBITMQ_", "STATUS_", "ORCHESTRATOR_"))
         }
         env.update(
-            RABBITMQ_HOST=broker.host,
-            RABBITMQ_PORT=str(broker.port),
+            **broker_env(broker),
             STATUS_UPDATE_URL=api.status_url,
             ORCHESTRATOR_URL=api.url,
             WORKER_CAPACITY=str(capacity),
@@ -205,8 +210,23 @@ class UnderTest:
 # ------------------------------------------------------------------ broker helpers
 
 
-def reset_job_queues(broker: Broker) -> None:
+def broker_env(broker: AnyBroker) -> dict[str, str]:
+    """The variables that point the worker at `broker`."""
+    if isinstance(broker, RedisServer):
+        return {"WORKER_BROKER": "redis", "REDIS_URL": broker.url}
+    return {"RABBITMQ_HOST": broker.host, "RABBITMQ_PORT": str(broker.port)}
+
+
+def reset_job_queues(broker: AnyBroker) -> None:
     """Declare the project's topology as the worker would, and empty its queues."""
+    if isinstance(broker, RedisServer):
+        client = broker.client()
+        try:
+            client.delete(*_ALL_QUEUES)
+        finally:
+            client.close()
+        broker.create_topology()
+        return
     # The worker's own settings class, so queue arguments match what the worker will declare.
     settings = load_settings(rabbitmq_host=broker.host, rabbitmq_port=broker.port)
     config = settings.broker_config(settings.max_delivery_attempts)
@@ -217,15 +237,23 @@ def reset_job_queues(broker: Broker) -> None:
             channel.queue_purge(queue)
 
 
-def publish_jobs(broker: Broker, queue: str, ids: Sequence[str]) -> float:
+def publish_jobs(broker: AnyBroker, queue: str, ids: Sequence[str]) -> float:
     """Pre-publish `sum` jobs to a job queue; returns seconds taken."""
+    if isinstance(broker, RedisServer):
+        return redis_publish_fast(broker, queue, (sum_job(i) for i in ids))
     return publish_fast(broker, EXCHANGE, queue, (sum_job(i) for i in ids), len(ids))
 
 
-def queue_leftovers(broker: Broker) -> dict[str, list[int]]:
-    """Queues holding anything: name -> [ready, unacked]. Unacked is exact on a RabbitMQNode."""
+def queue_leftovers(broker: AnyBroker) -> dict[str, list[int]]:
+    """Queues holding anything: name -> [ready, unacked]. Unacked is exact on a RabbitMQNode.
+
+    On Redis: per job stream [not yet delivered, pending]; job.dead-letter [entries, 0].
+    """
     list_queues = getattr(broker, "list_queues", None)
-    if list_queues is not None:
+    if isinstance(broker, RedisServer):
+        rows = {name: list(counts) for name, counts in broker.stream_counts().items()}
+        rows[DEAD_LETTER_QUEUE] = [len(broker.dead_letters()), 0]
+    elif list_queues is not None:
         counts = list_queues()
         rows = {name: [c.messages_ready, c.messages_unacknowledged] for name, c in counts.items()}
     else:
@@ -237,7 +265,7 @@ def queue_leftovers(broker: Broker) -> dict[str, list[int]]:
     return {name: row for name, row in rows.items() if name in _ALL_QUEUES and any(row)}
 
 
-def wait_settled(broker: Broker, timeout: float) -> dict[str, list[int]]:
+def wait_settled(broker: AnyBroker, timeout: float) -> dict[str, list[int]]:
     """Wait until no project queue holds ready or unacked messages; returns what is left."""
     deadline = time.monotonic() + timeout
     while True:
@@ -307,7 +335,7 @@ def check_guarantees(
 
 def run_throughput(
     kind: str,
-    broker: Broker,
+    broker: AnyBroker,
     api: StandInProcess,
     work_dir: Path,
     jobs: int,
@@ -371,7 +399,7 @@ def _percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def run_priority(
-    broker: Broker,
+    broker: AnyBroker,
     api: StandInProcess,
     work_dir: Path,
     low_jobs: int,
@@ -398,22 +426,18 @@ def run_priority(
     try:
         # "Getting going": a tenth of the low backlog is done, the worker is at full speed.
         _wait_for_statuses(api, proc, max(2, low_jobs // 5), 120, progress)
-        properties = pika.BasicProperties(delivery_mode=2, content_type="application/json")
-        with broker.connect() as connection:
-            channel = connection.channel()
+        with high_sender(broker) as send:
 
-            def send_high(job_id: str) -> None:
-                published[job_id] = time.time()
-                channel.basic_publish(EXCHANGE, "job.high", sum_job(job_id), properties=properties)
+            def send_high(job_ids: Sequence[str]) -> None:
+                published.update(send([(job_id, sum_job(job_id)) for job_id in job_ids]))
 
-            for job_id in high_ids:
-                send_high(job_id)
+            send_high(high_ids)
             burst_published = time.time()
             # Then single high jobs, one at a time, while the low backlog is still there: how
             # long one urgent job waits behind it (the burst above measures its own queueing).
             _wait_until_started(api, set(high_ids), 120)
             for job_id in trickle_ids:
-                send_high(job_id)
+                send_high([job_id])
                 time.sleep(TRICKLE_GAP_SECONDS)
         total = 2 * (low_jobs + high_jobs + len(trickle_ids))
         _wait_for_statuses(api, proc, total, max(60.0, total / 100), progress)
@@ -478,6 +502,46 @@ def run_priority(
     return result
 
 
+HighSender = Callable[[Sequence[tuple[str, bytes]]], dict[str, float]]
+"""Puts (job id, body) pairs on job.high; returns when (`time.time()`) each one left."""
+
+
+@contextlib.contextmanager
+def high_sender(broker: AnyBroker) -> Iterator[HighSender]:
+    """Sends to job.high as fast as the broker takes it: unconfirmed AMQP publishes, each
+    stamped as it leaves, or on Redis one pipeline of XADDs (every reply read), all stamped
+    when the pipeline leaves. One XADD at a time would wait a round trip and an fsync each, and
+    a burst spread over that time lets low jobs start between high ones that are not yet sent."""
+    if isinstance(broker, RedisServer):
+        client = broker.client()
+
+        def add(jobs: Sequence[tuple[str, bytes]]) -> dict[str, float]:
+            pipe = client.pipeline(transaction=False)
+            for _job_id, body in jobs:
+                pipe.xadd("job.high", {BODY_FIELD: body})
+            sent = dict.fromkeys((job_id for job_id, _body in jobs), time.time())
+            pipe.execute()
+            return sent
+
+        try:
+            yield add
+        finally:
+            client.close()
+        return
+    properties = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+    with broker.connect() as connection:
+        channel = connection.channel()
+
+        def publish(jobs: Sequence[tuple[str, bytes]]) -> dict[str, float]:
+            sent = {}
+            for job_id, body in jobs:
+                sent[job_id] = time.time()
+                channel.basic_publish(EXCHANGE, "job.high", body, properties=properties)
+            return sent
+
+        yield publish
+
+
 def _lows_started_while_a_high_waited(
     low_starts: Sequence[float], high_published: Sequence[float], high_starts: Sequence[float]
 ) -> int:
@@ -500,7 +564,7 @@ def _lows_started_while_a_high_waited(
 
 
 def _stop_and_collect(
-    proc: UnderTest, broker: Broker, api: StandInProcess
+    proc: UnderTest, broker: AnyBroker, api: StandInProcess
 ) -> tuple[int | None, dict[str, list[int]], list[Arrival]]:
     """Let the queues settle, stop the process, then take what is left and what arrived."""
     leftovers = wait_settled(broker, 30)

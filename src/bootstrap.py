@@ -42,6 +42,8 @@ from python_worker.adapters.observability.logging import configure_logging
 from python_worker.adapters.observability.settings import ObservabilitySettings
 from python_worker.adapters.rabbitmq.broker import RabbitMQBroker
 from python_worker.adapters.rabbitmq.settings import RabbitMQSettings
+from python_worker.adapters.redis.broker import RedisBroker
+from python_worker.adapters.redis.settings import RedisSettings
 from python_worker.adapters.sqlite.database import LocalStateUnavailable
 from python_worker.adapters.sqlite.job_memory import SqliteJobMemory
 from python_worker.adapters.sqlite.outbox import Outbox, OutboxUnavailable
@@ -85,7 +87,9 @@ def _generated_worker_id() -> str:
     return f"{socket.gethostname()}-{secrets.token_hex(3)}"
 
 
-class Settings(RabbitMQSettings, HttpSettings, SqliteSettings, ObservabilitySettings):
+class Settings(
+    RabbitMQSettings, RedisSettings, HttpSettings, SqliteSettings, ObservabilitySettings
+):
     """Every setting, read from the environment and validated before anything connects.
 
     Each adapter defines its own settings (its folder's `settings.py`); these are the worker's
@@ -107,9 +111,11 @@ class Settings(RabbitMQSettings, HttpSettings, SqliteSettings, ObservabilitySett
         description="for tests only: enable the job types in job_types.TEST_JOBS",
         examples=["false"],
     )
-    worker_broker: Literal["rabbitmq", "memory"] = Field(
+    worker_broker: Literal["rabbitmq", "redis", "memory"] = Field(
         "rabbitmq",
-        description="message source for `run`: RabbitMQ, or the embedded in-memory broker",
+        description=(
+            "message source for `run`: RabbitMQ, Redis Streams, or the embedded in-memory broker"
+        ),
         examples=["rabbitmq"],
     )
     worker_id: str = Field(
@@ -165,6 +171,7 @@ class Settings(RabbitMQSettings, HttpSettings, SqliteSettings, ObservabilitySett
         """Values no printed line may show."""
         return [
             *self.broker_secrets(),
+            *self.redis_secrets(),
             _secret(self.status_api_token),
             _secret(self.orchestrator_token),
         ]
@@ -270,6 +277,13 @@ def _rabbitmq(settings: Settings) -> RabbitMQBroker:
     return RabbitMQBroker(config, settings.prefetch, settings.worker_id)
 
 
+def _redis(settings: Settings) -> RedisBroker:
+    prefetch = settings.redis_prefetch or (
+        settings.worker_capacity + settings.status_max_in_flight + PREFETCH_SPARE
+    )
+    return RedisBroker(settings.redis_config(), prefetch, settings.worker_id)
+
+
 class Container(containers.DeclarativeContainer):
     """Names every concrete part once. Each port has its own switch: `settings.worker_broker`
     picks the broker; `reporter_kind`, `heartbeat_kind` and `job_memory_kind` are set by the
@@ -291,6 +305,7 @@ class Container(containers.DeclarativeContainer):
     broker: providers.Provider[Broker] = providers.Selector(
         settings.provided.worker_broker,
         rabbitmq=providers.Singleton(_rabbitmq, settings),
+        redis=providers.Singleton(_redis, settings),
         memory=providers.Singleton(InMemoryBroker),
     )
     message_source = providers.Singleton(lambda broker: broker.source(), broker)

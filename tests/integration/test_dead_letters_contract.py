@@ -1,10 +1,10 @@
-"""The DeadLetters contract, held against the in-memory and the RabbitMQ dead-letter queue."""
+"""The DeadLetters contract, held against the in-memory, the RabbitMQ and the Redis dead letters."""
 
 import contextlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import pika
 import pytest
@@ -21,9 +21,20 @@ from python_worker.adapters.rabbitmq.connection import (
     declare_topology,
 )
 from python_worker.adapters.rabbitmq.dead_letters import RabbitMQDeadLetters
+from python_worker.adapters.redis.connection import (
+    BODY_FIELD,
+    DEAD_LETTER_STREAM,
+    dead_letter_fields,
+    entries_of,
+)
+from python_worker.adapters.redis.dead_letters import RedisDeadLetters
 from python_worker.application.ports import DeadLetters, DeadLetterSelection
 from python_worker.domain.jobs import Priority
+from tests.integration.redis_fixtures import redis_instance, redis_server
 from tests.support.rabbitmq_node import Broker
+from tests.support.redis_server import RedisServer
+
+__all__ = ["redis_instance", "redis_server"]
 
 
 class DeadLetterHarness(Protocol):
@@ -81,10 +92,35 @@ class RabbitMQHarness:
                 bodies.append(body)
 
 
-@pytest.fixture(params=["memory", "rabbitmq"])
+class RedisHarness:
+    def __init__(self, server: RedisServer) -> None:
+        server.create_topology()
+        self._server = server
+        self.port = RedisDeadLetters(server.config())
+
+    def refuse(self, queue: str, body: bytes, reason: str) -> None:
+        # What the source's dead-lettering adds: the entry's fields and the worker's account.
+        fields: dict[Any, Any] = {BODY_FIELD: body}
+        fields.update(
+            dead_letter_fields(reason, "contract-worker", queue, "1-0", datetime.now(UTC))
+        )
+        with contextlib.closing(self._server.client()) as client:
+            client.xadd(DEAD_LETTER_STREAM, fields)
+
+    def back_on(self, queue: str) -> list[bytes]:
+        with contextlib.closing(self._server.client()) as client:
+            entries = entries_of(client.xrange(queue))
+            if entries:
+                client.xdel(queue, *[identity for identity, _fields in entries])
+        return [fields[BODY_FIELD.encode()] for _identity, fields in entries]
+
+
+@pytest.fixture(params=["memory", "rabbitmq", "redis"])
 def harness(request: pytest.FixtureRequest) -> Iterator[DeadLetterHarness]:
     if request.param == "memory":
         yield MemoryHarness()
+    elif request.param == "redis":
+        yield RedisHarness(request.getfixturevalue("redis_server"))
     else:
         yield RabbitMQHarness(request.getfixturevalue("broker"))
 

@@ -1,4 +1,4 @@
-"""The MessageSource contract, held against the in-memory and the RabbitMQ source alike."""
+"""The MessageSource contract, held against the in-memory, the RabbitMQ and the Redis source."""
 
 from collections.abc import Iterator
 from typing import Protocol
@@ -14,9 +14,15 @@ from python_worker.adapters.rabbitmq.connection import (
     BrokerConfig,
 )
 from python_worker.adapters.rabbitmq.source import RabbitMQSource
+from python_worker.adapters.redis.connection import ORIGINAL_QUEUE_FIELD, REASON_FIELD
+from python_worker.adapters.redis.source import RedisSource
 from python_worker.application.ports import Delivery, MessageSource, Settlement
 from python_worker.domain.jobs import Priority
+from tests.integration.redis_fixtures import redis_instance, redis_server
+from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
+
+__all__ = ["redis_instance", "redis_server"]
 
 
 class SourceHarness(Protocol):
@@ -118,10 +124,65 @@ class RabbitMQHarness:
         self._connection.close()
 
 
-@pytest.fixture(params=["memory", "rabbitmq"])
+class RedisHarness:
+    def __init__(self, server: RedisServer) -> None:
+        self._server = server
+        # The streams and the group first, so what is published before the source starts is
+        # read (the group starts at the beginning of each stream).
+        server.create_topology()
+        self._client = server.client()
+        self.source: MessageSource = InMemorySource()  # until `start`
+
+    def publish(self, queue: str, body: bytes) -> None:
+        self._client.xadd(queue, {"body": body})
+
+    def start(self, expected: int) -> None:
+        source = RedisSource(self._server.config(), prefetch=50)
+        self.source = source
+        assert wait_until(lambda: sum(source.buffered().values()) >= expected, timeout=20)
+
+    def dead_letters(self) -> list[bytes]:
+        return [body for body, _reason, _queue in self.dead_letter_reasons()]
+
+    def dead_letter_reasons(self) -> list[tuple[bytes, str | None, str | None]]:
+        found = []
+        for identity, fields in self._client.xrange("job.dead-letter"):
+            self._client.xdel("job.dead-letter", identity)
+            reason, queue = (
+                fields.get(REASON_FIELD.encode()),
+                fields.get(ORIGINAL_QUEUE_FIELD.encode()),
+            )
+            found.append(
+                (
+                    fields[b"body"],
+                    reason.decode() if reason else None,
+                    queue.decode() if queue else None,
+                )
+            )
+        return found
+
+    def remaining(self) -> int:
+        return self._server.remaining()
+
+    def reopen(self) -> MessageSource:
+        self.source.close()
+        self.start(expected=1)
+        return self.source
+
+    def close(self) -> None:
+        self.source.close()
+        self._client.close()
+
+
+@pytest.fixture(params=["memory", "rabbitmq", "redis"])
 def harness(request: pytest.FixtureRequest) -> Iterator[SourceHarness]:
     if request.param == "memory":
         yield MemoryHarness()
+        return
+    if request.param == "redis":
+        redis_harness = RedisHarness(request.getfixturevalue("redis_server"))
+        yield redis_harness
+        redis_harness.close()
         return
     broker = request.getfixturevalue("broker")
     rabbit = RabbitMQHarness(broker)
