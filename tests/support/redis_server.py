@@ -15,11 +15,11 @@ from typing import Any
 import redis
 import redis.exceptions
 
+from python_worker.adapters.redis.config import RedisConfig
 from python_worker.adapters.redis.connection import (
     DEAD_LETTER_STREAM,
     GROUP,
     JOB_STREAMS,
-    RedisConfig,
     create_topology,
     entries_of,
     entry_id,

@@ -41,6 +41,8 @@ from python_worker.domain.jobs import Priority
 log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
+SUPERVISED = "PYTHON_WORKER_SUPERVISED"
+"""Set by the supervisor in each child's environment: it already logged the start-up banner."""
 PUBLISH = "python-worker publish"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from python_worker.adapters.backoff import full_jitter
+from python_worker.adapters.cli.commands import SUPERVISED
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,6 @@ class Supervisor:
         # it had taken no job yet (run_worker sets them first), so that is a clean stop too.
         clean = (0, -signal.SIGTERM)
         return 0 if all(status in clean for status in statuses) else 1
-
-
-SUPERVISED = "PYTHON_WORKER_SUPERVISED"
-"""Set in each child's environment: the supervisor already logged the start-up banner."""
 
 
 def child_command() -> list[str]:

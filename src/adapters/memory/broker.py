@@ -1,8 +1,8 @@
 """The embedded in-memory broker: the demo's and the tests' source, with a publisher into it."""
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
-from python_worker.adapters.memory.dead_letters import InMemoryDeadLetters
 from python_worker.adapters.memory.source import InMemorySource
 from python_worker.application.ports import (
     Broker,
@@ -13,6 +13,9 @@ from python_worker.application.ports import (
     PublishReport,
 )
 from python_worker.domain.jobs import Priority
+
+if TYPE_CHECKING:
+    from python_worker.adapters.memory.dead_letters import InMemoryDeadLetters
 
 
 class InMemoryPublisher(JobPublisher):
@@ -60,5 +63,8 @@ class InMemoryBroker(Broker):
     def preflight(self) -> InMemoryPreflight:
         return InMemoryPreflight()
 
-    def dead_letters(self) -> InMemoryDeadLetters:
+    def dead_letters(self) -> "InMemoryDeadLetters":
+        # Imported when asked for: a worker never reads its dead letters (bench/: RSS).
+        from python_worker.adapters.memory.dead_letters import InMemoryDeadLetters
+
         return InMemoryDeadLetters(self._source)

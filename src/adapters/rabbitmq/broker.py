@@ -1,11 +1,15 @@
 """RabbitMQ as the worker's broker: its message source, publisher and preflight in one place."""
 
+from typing import TYPE_CHECKING
+
 from python_worker.adapters.rabbitmq.connection import BrokerConfig
-from python_worker.adapters.rabbitmq.dead_letters import RabbitMQDeadLetters
 from python_worker.adapters.rabbitmq.preflight import RabbitMQPreflight
 from python_worker.adapters.rabbitmq.publisher import RabbitMQPublisher
 from python_worker.adapters.rabbitmq.source import RabbitMQSource
 from python_worker.application.ports import Broker
+
+if TYPE_CHECKING:
+    from python_worker.adapters.rabbitmq.dead_letters import RabbitMQDeadLetters
 
 
 class RabbitMQBroker(Broker):
@@ -35,5 +39,8 @@ class RabbitMQBroker(Broker):
     def preflight(self) -> RabbitMQPreflight:
         return RabbitMQPreflight(self._config)
 
-    def dead_letters(self) -> RabbitMQDeadLetters:
+    def dead_letters(self) -> "RabbitMQDeadLetters":
+        # Imported when asked for: a worker never reads its dead letters (bench/: RSS).
+        from python_worker.adapters.rabbitmq.dead_letters import RabbitMQDeadLetters
+
         return RabbitMQDeadLetters(self._config)

@@ -1,11 +1,15 @@
 """Redis Streams as the worker's broker: its source, publisher, preflight and dead letters."""
 
-from python_worker.adapters.redis.connection import RedisConfig
-from python_worker.adapters.redis.dead_letters import RedisDeadLetters
+from typing import TYPE_CHECKING
+
+from python_worker.adapters.redis.config import RedisConfig
 from python_worker.adapters.redis.preflight import RedisPreflight
 from python_worker.adapters.redis.publisher import RedisPublisher
 from python_worker.adapters.redis.source import RedisSource
 from python_worker.application.ports import Broker
+
+if TYPE_CHECKING:
+    from python_worker.adapters.redis.dead_letters import RedisDeadLetters
 
 
 class RedisBroker(Broker):
@@ -35,5 +39,8 @@ class RedisBroker(Broker):
     def preflight(self) -> RedisPreflight:
         return RedisPreflight(self._config)
 
-    def dead_letters(self) -> RedisDeadLetters:
+    def dead_letters(self) -> "RedisDeadLetters":
+        # Imported when asked for: a worker never reads its dead letters (bench/: RSS).
+        from python_worker.adapters.redis.dead_letters import RedisDeadLetters
+
         return RedisDeadLetters(self._config)

@@ -9,6 +9,7 @@ import redis
 import redis.exceptions
 
 from python_worker.adapters.network import describe_network_error
+from python_worker.adapters.redis.config import RedisConfig
 from python_worker.adapters.redis.connection import (
     ATTEMPTS_FIELD,
     BODY_FIELD,
@@ -21,7 +22,6 @@ from python_worker.adapters.redis.connection import (
     REASON_FIELD,
     WORKER_FIELD,
     Fields,
-    RedisConfig,
     describe,
     earlier_attempts,
     entries_of,

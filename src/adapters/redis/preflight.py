@@ -14,12 +14,12 @@ import redis
 import redis.exceptions
 
 from python_worker.adapters.network import describe_network_error
+from python_worker.adapters.redis.config import RedisConfig
 from python_worker.adapters.redis.connection import (
     DEAD_LETTER_STREAM,
     GROUP,
     JOB_STREAMS,
     MIN_VERSION,
-    RedisConfig,
     create_topology,
     describe,
 )

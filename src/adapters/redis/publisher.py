@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable
 import redis
 import redis.exceptions
 
+from python_worker.adapters.redis.config import RedisConfig
 from python_worker.adapters.redis.connection import (
     BODY_FIELD,
     JOB_STREAMS,
-    RedisConfig,
     create_topology,
     describe,
     trim_consumed,

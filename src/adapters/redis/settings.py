@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
-from python_worker.adapters.redis.connection import RedisConfig, without_password
+from python_worker.adapters.redis.config import RedisConfig, without_password
 
 
 class RedisSettings(BaseSettings):

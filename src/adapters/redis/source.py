@@ -14,6 +14,7 @@ import redis
 import redis.exceptions
 
 from python_worker.adapters.backoff import full_jitter
+from python_worker.adapters.redis.config import RedisConfig
 from python_worker.adapters.redis.connection import (
     BODY_FIELD,
     DEAD_LETTER_STREAM,
@@ -21,7 +22,6 @@ from python_worker.adapters.redis.connection import (
     HANDED_BACK,
     JOB_STREAMS,
     Fields,
-    RedisConfig,
     create_topology,
     dead_letter_fields,
     describe,

@@ -1,6 +1,5 @@
 """The process environment as the settings see it: secrets read from files, and look-alike names."""
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -130,6 +129,8 @@ def unknown_settings(
 
 def closest_name(name: str, known: Iterable[str]) -> str | None:
     """The known name `name` most likely misspells, if one is close enough."""
+    import difflib  # only when a name is unknown, which stops start-up anyway
+
     matches = difflib.get_close_matches(name, list(known), n=1, cutoff=CLOSE_ENOUGH)
     return matches[0] if matches else None
 
