@@ -11,11 +11,10 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from dependency_injector import containers, providers
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from python_worker.adapters.cli import commands
@@ -40,9 +39,10 @@ from python_worker.adapters.sqlite.database import LocalStateUnavailable
 from python_worker.adapters.sqlite.job_memory import SqliteJobMemory
 from python_worker.adapters.sqlite.outbox import Outbox, OutboxUnavailable
 from python_worker.adapters.sqlite.settings import SqliteSettings
-from python_worker.adapters.system import environment
+from python_worker.adapters.system import settings_loading
 from python_worker.adapters.system.clock import SystemClock
 from python_worker.adapters.system.malloc import cap_malloc_arenas
+from python_worker.adapters.system.settings_loading import ConfigurationError, directory_error
 from python_worker.application.job_types import job_table
 from python_worker.application.ports import Broker, JobObserver
 from python_worker.application.process_job import JobProcessor, WorkerIdentity
@@ -171,75 +171,20 @@ class Settings(
         ]
 
 
-class ConfigurationError(Exception):
-    """Raised when a setting is bad; the message is the one line shown to the operator."""
-
-
 def load_settings(**overrides: Any) -> Settings:
-    """Read the environment; a bad value or an unknown name becomes one `ConfigurationError` line.
-
-    Every secret may come from a file instead, named by NAME_FILE (`environment`).
-    """
-    known = setting_names()
-    unknown = environment.unknown_settings(os.environ, known, setting_prefixes())
-    if unknown:
-        guess = environment.closest_name(unknown[0], known)
-        if guess is not None:
-            raise ConfigurationError(f"unknown setting {unknown[0]} — did you mean {guess}?")
-        raise ConfigurationError(
-            f"unknown setting {unknown[0]} — no setting has a name like it; the README's "
-            '"Configuration" lists them all'
-        )
-    try:
-        from_files = environment.read_secret_files(os.environ, map(str.upper, _secret_fields()))
-    except environment.SecretFileError as exc:
-        credential = exc.variable.removesuffix("_FILE").lower().replace("_", "-")
-        raise ConfigurationError(
-            f"configuration error: {exc}"
-            f" (example: {exc.variable}=/run/credentials/python-worker.service/{credential})"
-        ) from None
-    try:
-        return Settings(**{name.lower(): value for name, value in from_files.items()} | overrides)
-    except ValidationError as exc:
-        raise ConfigurationError(_describe_setting_error(exc)) from None
-
-
-def _secret_fields() -> list[str]:
-    return [
-        name for name, info in Settings.model_fields.items() if "SecretStr" in repr(info.annotation)
-    ]
+    """Read the environment; a bad value or an unknown name becomes one `ConfigurationError`
+    line, and every secret may come from NAME_FILE (`settings_loading`)."""
+    return settings_loading.load(Settings, overrides)
 
 
 def setting_names() -> set[str]:
     """Every variable the worker reads: each setting, and NAME_FILE for each secret."""
-    return {name.upper() for name in Settings.model_fields} | {
-        f"{name.upper()}_FILE" for name in _secret_fields()
-    }
+    return settings_loading.setting_names(Settings)
 
 
 def setting_prefixes() -> tuple[str, ...]:
-    """The first words of the settings' names (`RABBITMQ_`, `WORKER_`, …): a variable starting
-    with one of them that is no setting is taken for a typo."""
-    return tuple(sorted({name.split("_")[0].upper() + "_" for name in Settings.model_fields}))
-
-
-def _describe_setting_error(exc: ValidationError) -> str:
-    error = exc.errors(include_url=False)[0]
-    if not error["loc"]:
-        # A rule across settings (a mixin's model validator): its message names them all.
-        return f"configuration error: {error['msg'].removeprefix('Value error, ')}"
-    field = str(error["loc"][0])
-    name = field.upper()
-    info = Settings.model_fields.get(field)
-    secret = info is not None and "SecretStr" in repr(info.annotation)
-    value = "" if secret or error["input"] is None else f"={error['input']!r}"
-    problem = error["msg"]
-    if problem.startswith("Value error, "):
-        problem = problem.removeprefix("Value error, ")
-    example = ""
-    if info is not None and info.examples:
-        example = f" (example: {name}={info.examples[0]})"
-    return f"configuration error: {name}{value}: {problem[:1].lower()}{problem[1:]}{example}"
+    """The first words of the settings' names: another variable starting so is a typo."""
+    return settings_loading.setting_prefixes(Settings)
 
 
 def _secret(value: SecretStr | None) -> str | None:
@@ -478,32 +423,13 @@ def _open_local_state(
         job_memory()
     except LocalStateUnavailable as exc:
         variable = "JOB_MEMORY_DIR" if settings.job_memory_dir else "STATUS_OUTBOX_DIR"
-        raise _directory_error(variable, settings.job_memory_directory, exc) from None
+        raise directory_error(Settings, variable, settings.job_memory_directory, exc) from None
     try:
         outbox()
     except OutboxUnavailable as exc:
-        raise _directory_error("STATUS_OUTBOX_DIR", settings.status_outbox_dir, exc) from None
-
-
-def _directory_error(variable: str, directory: Path, exc: Exception) -> ConfigurationError:
-    examples = Settings.model_fields[variable.lower()].examples or [""]
-    # SQLite says only "unable to open database file" where the directory itself is the problem.
-    writable = not directory.is_dir() or os.access(directory, os.W_OK)
-    reason = _reason(exc) if writable else "read-only, or no write permission for this user"
-    return ConfigurationError(
-        f"configuration error: {variable}={str(directory)!r}: cannot be created or written "
-        f"({reason}) (example: {variable}={examples[0]})"
-    )
-
-
-def _reason(exc: BaseException) -> str:
-    """What the operating system or SQLite said, without our own wrapping."""
-    cause: BaseException = exc
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror
-    return str(cause)
+        raise directory_error(
+            Settings, "STATUS_OUTBOX_DIR", settings.status_outbox_dir, exc
+        ) from None
 
 
 def _process(settings: Settings, args: argparse.Namespace) -> int:

@@ -19,17 +19,14 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from python_worker.adapters.system.settings_loading import secret_names
 from python_worker.bootstrap import Settings, load_settings, setting_names, setting_prefixes
 from tests.support.worker_process import clean_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 SETTING_NAMES = setting_names()
-SECRETS = {
-    name.upper()
-    for name, info in Settings.model_fields.items()
-    if "SecretStr" in repr(info.annotation)
-}
+SECRETS = secret_names(Settings)
 ENV_EXAMPLES = sorted(DEPLOY.glob("*.env.example"))
 WORKERS = ("worker-1", "worker-2")
 ASSIGNMENT = re.compile(r"^#?([A-Z][A-Z0-9_]*)=(.*)$")
