@@ -57,10 +57,13 @@ def malloc_arenas(pid: int) -> int:
 
 
 def test_worker_processes_run_with_two_malloc_arenas_unless_told_otherwise(
-    api: StandInApi, start_worker: StartWorker
+    api: StandInApi, start_worker: StartWorker, tmp_path: Path
 ):
     supervisor = start_worker(worker_processes=2, worker_id="vm1")
-    uncapped = start_worker(worker_id="uncapped", malloc_arena_max=8)
+    # A worker of its own: its own outbox and job memory, as on another VM.
+    uncapped = start_worker(
+        worker_id="uncapped", malloc_arena_max=8, status_outbox_dir=tmp_path / "uncapped"
+    )
     assert api.wait_for(lambda: len({h.body["workerId"] for h in api.heartbeats}) == 3, 60)
 
     assert [malloc_arenas(pid) for pid in child_pids(supervisor.pid)] == [1, 1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,6 +52,8 @@ class WorkerProcess:
             cwd=self._cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
+            # Its own process group, so tear-down reaches a supervisor's children too.
+            start_new_session=True,
         )
         log.close()
         return self
@@ -93,7 +96,11 @@ class WorkerProcess:
         return False
 
     def stop(self) -> None:
-        """Tear-down: never leave a worker behind, whatever the test did."""
-        if self.running():
-            self.signal(signal.SIGKILL)
+        """Tear-down: never leave a worker behind, whatever the test did. The whole process
+        group: a supervisor killed alone leaves its worker processes running, and they would
+        take the next tests' jobs off the shared broker."""
+        assert self._process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+        if self._process.poll() is None:
             self.wait(30)
