@@ -4,13 +4,14 @@ import logging
 import re
 import ssl
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
 import pika
 import pika.exceptions
 
+from python_worker.application.dead_letters import iso_utc
 from python_worker.application.process_job import broker_delivery_limit
 from python_worker.domain.jobs import Priority
 
@@ -43,9 +44,7 @@ def dead_letter_headers(
         REASON_HEADER: reason or "(no reason given)",
         WORKER_HEADER: worker_id,
         ORIGINAL_QUEUE_HEADER: queue,
-        DEAD_LETTERED_AT_HEADER: when.astimezone(UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z"),
+        DEAD_LETTERED_AT_HEADER: iso_utc(when),
         ATTEMPTS_HEADER: attempts,
     }
 

@@ -8,12 +8,13 @@ as RabbitMQ's dead-letter headers.
 
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import redis
 import redis.exceptions
 
+from python_worker.application.dead_letters import iso_utc
 from python_worker.domain.jobs import Priority
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,7 @@ def dead_letter_fields(
         REASON_FIELD: reason or "(no reason given)",
         WORKER_FIELD: worker_id,
         ORIGINAL_QUEUE_FIELD: stream,
-        DEAD_LETTERED_AT_FIELD: when.astimezone(UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z"),
+        DEAD_LETTERED_AT_FIELD: iso_utc(when),
         ORIGINAL_ID_FIELD: entry_id,
         ATTEMPTS_FIELD: str(attempts),
     }
