@@ -19,9 +19,8 @@ import pytest
 from devtools.stand_in_api import StandInApi
 from python_worker.adapters.rabbitmq.connection import JOB_QUEUES, BrokerConfig, declare_topology
 from tests.integration.conftest import PROJECT_EXCHANGES, PROJECT_QUEUES
-from tests.integration.test_faults import publish_bad_messages, settle_and_check, wait_for_finals
 from tests.integration.worker_fixtures import StartWorker
-from tests.support.ledger import Ledger
+from tests.support.ledger import Ledger, publish_bad_messages, settle_and_check, wait_for_finals
 from tests.support.rabbitmq_cluster import RabbitMQCluster
 from tests.support.rabbitmq_node import RabbitMQNode, RabbitMQNotInstalledError
 from tests.support.waiting import wait_until

@@ -17,12 +17,11 @@ import pytest
 
 from devtools.stand_in_api import StandInApi
 from tests.integration.worker_fixtures import StartWorker
-from tests.support.ledger import Ledger
+from tests.support.ledger import Ledger, publish_bad_messages, settle_and_check, wait_for_finals
 from tests.support.rabbitmq_node import Broker, RabbitMQNode
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.worker_process import WorkerProcess
 
-SETTLE_TIMEOUT = 240
 LOST_LINE = re.compile(r"broker connection to \S+ lost: (.*)")
 
 
@@ -31,31 +30,6 @@ def ledger(broker: Broker, api: StandInApi) -> Iterator[Ledger]:
     book = Ledger(broker, api, prefix="job")
     yield book
     book.close()
-
-
-def publish_bad_messages(ledger: Ledger) -> None:
-    """A few messages that must end in job.dead-letter, with and without a readable id."""
-    ledger.publish_bad("job.high", b"{not json", "not valid UTF-8 JSON")
-    ledger.publish_bad("job.medium", b'["an", "array"]', "a list, not a JSON object")
-    ledger.publish_failing("job.low", {"id": "bad-type", "type": "teleport"}, "unknown job type")
-    ledger.publish_failing(
-        "job.medium",
-        {"id": "bad-average", "type": "average", "payload": {"numbers": []}},
-        "at least one number",
-    )
-
-
-def wait_for_finals(ledger: Ledger, count: int, timeout: float = 60) -> None:
-    api = ledger.api
-    assert api.wait_for(lambda: len(api.final_statuses()) >= count, timeout), (
-        f"fewer than {count} jobs finished in {timeout}s\n{ledger.report()}"
-    )
-
-
-def settle_and_check(ledger: Ledger, timeout: float = SETTLE_TIMEOUT) -> None:
-    settled = ledger.wait_until_settled(timeout)
-    assert settled, f"not settled within {timeout}s\n{ledger.report()}"
-    ledger.assert_holds()
 
 
 def lost_lines(worker: WorkerProcess) -> list[str]:

@@ -34,6 +34,7 @@ from tests.integration.redis_fixtures import (
 )
 from tests.integration.test_hostile_input import BAD
 from tests.integration.worker_fixtures import sum_job
+from tests.support.ledger import publish_bad_messages, settle_and_check, wait_for_finals
 from tests.support.rabbitmq_node import free_port
 from tests.support.redis_ledger import RedisLedger
 from tests.support.redis_server import RedisServer
@@ -42,7 +43,6 @@ from tests.support.worker_process import WorkerProcess
 
 __all__ = ["durable_redis", "redis_instance", "redis_server", "start_redis_worker"]
 
-SETTLE_TIMEOUT = 240
 CRASH_EXIT_CODE = 70
 CANARY_PASSWORD = "canary-redis-pw-77c1"
 
@@ -59,31 +59,6 @@ def durable_ledger(durable_redis: RedisServer, api: StandInApi) -> Iterator[Redi
     book = RedisLedger(durable_redis, api, prefix="job")
     yield book
     book.close()
-
-
-def publish_bad_messages(ledger: RedisLedger) -> None:
-    """A few entries that must end in job.dead-letter, with and without a readable id."""
-    ledger.publish_bad("job.high", b"{not json", "not valid UTF-8 JSON")
-    ledger.publish_bad("job.medium", b'["an", "array"]', "a list, not a JSON object")
-    ledger.publish_failing("job.low", {"id": "bad-type", "type": "teleport"}, "unknown job type")
-    ledger.publish_failing(
-        "job.medium",
-        {"id": "bad-average", "type": "average", "payload": {"numbers": []}},
-        "at least one number",
-    )
-
-
-def wait_for_finals(ledger: RedisLedger, count: int, timeout: float = 60) -> None:
-    api = ledger.api
-    assert api.wait_for(lambda: len(api.final_statuses()) >= count, timeout), (
-        f"fewer than {count} jobs finished in {timeout}s\n{ledger.report()}"
-    )
-
-
-def settle_and_check(ledger: RedisLedger, timeout: float = SETTLE_TIMEOUT) -> None:
-    settled = ledger.wait_until_settled(timeout)
-    assert settled, f"not settled within {timeout}s\n{ledger.report()}"
-    ledger.assert_holds()
 
 
 def test_runs_every_job_type_to_its_result_when_the_broker_is_redis(

@@ -643,3 +643,32 @@ class Ledger:
         report = self.report(problems)
         print(report)
         assert not self.failing(problems), "the ledger does not hold\n" + report
+
+
+SETTLE_TIMEOUT = 240
+"""Seconds a fault test waits for every job to settle after the last fault."""
+
+
+def publish_bad_messages(ledger: Ledger) -> None:
+    """A few messages that must end on the dead-letter queue, with and without a readable id."""
+    ledger.publish_bad("job.high", b"{not json", "not valid UTF-8 JSON")
+    ledger.publish_bad("job.medium", b'["an", "array"]', "a list, not a JSON object")
+    ledger.publish_failing("job.low", {"id": "bad-type", "type": "teleport"}, "unknown job type")
+    ledger.publish_failing(
+        "job.medium",
+        {"id": "bad-average", "type": "average", "payload": {"numbers": []}},
+        "at least one number",
+    )
+
+
+def wait_for_finals(ledger: Ledger, count: int, timeout: float = 60) -> None:
+    api = ledger.api
+    assert api.wait_for(lambda: len(api.final_statuses()) >= count, timeout), (
+        f"fewer than {count} jobs finished in {timeout}s\n{ledger.report()}"
+    )
+
+
+def settle_and_check(ledger: Ledger, timeout: float = SETTLE_TIMEOUT) -> None:
+    settled = ledger.wait_until_settled(timeout)
+    assert settled, f"not settled within {timeout}s\n{ledger.report()}"
+    ledger.assert_holds()
