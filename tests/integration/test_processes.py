@@ -44,14 +44,17 @@ def test_runs_several_processes_restarts_a_crashed_one_and_drains_all_on_sigterm
 
 
 def malloc_arenas(pid: int) -> int:
-    """glibc arenas besides the main one: each is a 64 MiB-aligned anonymous heap mapping."""
+    """glibc arenas besides the main one: each is a 64 MiB-aligned anonymous heap mapping
+    whose first part, the heap header, is read-write. A thread's stack region can start at
+    such an address too, but with its guard page (no access): those are not arenas."""
     heap = 64 << 20
     starts = set()
     with open(f"/proc/{pid}/maps") as maps:
         for line in maps:
             fields = line.split()
             start, end = (int(x, 16) for x in fields[0].split("-"))
-            if len(fields) == 5 and start % heap == 0 and end - start <= heap:
+            heap_header = fields[1].startswith("rw")
+            if len(fields) == 5 and heap_header and start % heap == 0 and end - start <= heap:
                 starts.add(start)
     return len(starts)
 
