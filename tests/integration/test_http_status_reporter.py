@@ -159,10 +159,17 @@ def test_keeps_order_and_loses_nothing_when_api_refuses_connections_for_a_while(
     assert delivered_in_order(api, job_ids)
     assert keys_are_unique(api)
     assert wait_until(lambda: reporter.backlog() == 0)
-    outage_logs = [r.getMessage() for r in caplog.records if "status API" in r.getMessage()]
-    assert len(outage_logs) == 2  # one line when it went away, one when it came back
-    assert "unavailable" in outage_logs[0]
-    assert "reachable again" in outage_logs[1]
+
+    def outage_logs() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "status API" in r.getMessage()]
+
+    # The replayer logs the recovery once it finds the outbox empty, just after the last
+    # delete that brought backlog() to 0, and on its own thread: wait for the line.
+    assert wait_until(lambda: any("reachable again" in line for line in outage_logs()))
+    lines = outage_logs()
+    assert len(lines) == 2, lines  # one line when it went away, one when it came back
+    assert "unavailable" in lines[0]
+    assert "reachable again" in lines[1]
 
 
 def test_new_reporter_replays_updates_when_previous_one_closed_during_outage(make_reporter, api):
