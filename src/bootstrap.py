@@ -37,12 +37,16 @@ from python_worker.adapters.rabbitmq.settings import RabbitMQSettings
 from python_worker.adapters.redis.settings import RedisSettings
 from python_worker.adapters.sqlite.database import LocalStateUnavailable
 from python_worker.adapters.sqlite.job_memory import SqliteJobMemory
-from python_worker.adapters.sqlite.outbox import Outbox, OutboxUnavailable
+from python_worker.adapters.sqlite.outbox import Outbox, OutboxInUse, OutboxUnavailable
 from python_worker.adapters.sqlite.settings import SqliteSettings
 from python_worker.adapters.system import settings_loading
 from python_worker.adapters.system.clock import SystemClock
 from python_worker.adapters.system.malloc import cap_malloc_arenas
-from python_worker.adapters.system.settings_loading import ConfigurationError, directory_error
+from python_worker.adapters.system.settings_loading import (
+    ConfigurationError,
+    directory_error,
+    directory_in_use,
+)
 from python_worker.application.job_types import job_table
 from python_worker.application.ports import Broker, JobObserver
 from python_worker.application.process_job import JobProcessor, WorkerIdentity
@@ -426,6 +430,10 @@ def _open_local_state(
         raise directory_error(Settings, variable, settings.job_memory_directory, exc) from None
     try:
         outbox()
+    except OutboxInUse as exc:
+        raise directory_in_use(
+            "STATUS_OUTBOX_DIR", settings.status_outbox_dir, exc.holder
+        ) from None
     except OutboxUnavailable as exc:
         raise directory_error(
             Settings, "STATUS_OUTBOX_DIR", settings.status_outbox_dir, exc

@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -107,12 +108,17 @@ def kill_and_restart(
 # busy box is possible, and a timeout there would hide the ledger's report.
 @pytest.mark.timeout(600)
 def test_two_workers_lose_no_job_when_their_node_and_then_every_node_is_killed(
-    cluster: RabbitMQCluster, ledger: Ledger, start_worker: StartWorker
+    cluster: RabbitMQCluster, ledger: Ledger, start_worker: StartWorker, tmp_path: Path
 ) -> None:
     first, second, third = cluster.nodes
+    # Two workers at once, so each its own outbox (one directory would refuse the second).
     workers = [
-        start_worker(rabbitmq_url=cluster.url([first, second, third]), queue_type="quorum"),
-        start_worker(rabbitmq_url=cluster.url([first, third, second]), queue_type="quorum"),
+        start_worker(
+            rabbitmq_url=cluster.url(nodes),
+            queue_type="quorum",
+            status_outbox_dir=tmp_path / f"outbox-{n}",
+        )
+        for n, nodes in enumerate([[first, second, third], [first, third, second]])
     ]
     for worker in workers:
         assert worker.wait_for_log("consuming job.high", 60), tail(worker)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from devtools.stand_in_api import StandInApi
+from tests.support.outbox_holder import outbox_held
 from tests.support.rabbitmq_node import Broker, RabbitMQNode, free_port
 from tests.support.worker_process import CLI, clean_environment
 
@@ -101,6 +102,18 @@ def test_passes_every_check_and_shows_no_secret_when_everything_is_in_order(
     assert [probe.raw for probe in probes] == [b'{"preflight": true}'] * 2
     assert (tmp_path / "outbox").is_dir()
     assert list((tmp_path / "outbox").iterdir()) == []
+
+
+def test_passes_and_names_the_running_worker_that_has_the_outbox_open(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    with outbox_held(tmp_path / "outbox") as holder:
+        result = run_check(env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    outbox_line = line_about(result, "status outbox")
+    assert outbox_line.startswith("ok   "), outbox_line
+    assert f"open in a running worker (pid {holder.pid})" in outbox_line
 
 
 def test_takes_no_job_and_creates_none(broker: Broker, env: dict[str, str]) -> None:

@@ -1,11 +1,18 @@
 """The SQLite status outbox: order, durability across instances, the fullness signal."""
 
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
-from python_worker.adapters.sqlite.outbox import OUTBOX_FILENAME, Outbox, OutboxUnavailable
+from python_worker.adapters.sqlite.outbox import (
+    OUTBOX_FILENAME,
+    Outbox,
+    OutboxInUse,
+    OutboxUnavailable,
+)
+from tests.support.outbox_holder import outbox_held
 
 
 def test_returns_rows_oldest_first_when_peeking(tmp_path: Path):
@@ -44,6 +51,34 @@ def test_sees_rows_of_earlier_instance_when_reopened_on_same_directory(tmp_path:
     assert second.count() == 3
     assert [row.body for row in second.peek(10)] == [b"a", b"b", b"c"]
     assert second.peek(10)[-1].seq == later
+
+
+def test_refuses_a_second_outbox_on_a_directory_while_the_first_is_open(tmp_path: Path):
+    first = Outbox(tmp_path)
+    first.append("job-1", "job-1:running:1", b"a")
+
+    with pytest.raises(OutboxInUse) as refused:
+        Outbox(tmp_path)
+
+    assert refused.value.holder == f"pid {os.getpid()}"
+    assert Outbox.holder_in(tmp_path) == f"pid {os.getpid()}"
+    first.close()
+    assert Outbox.holder_in(tmp_path) is None
+    assert Outbox(tmp_path).count() == 1
+
+
+def test_names_the_other_process_and_frees_the_directory_when_it_is_killed(tmp_path: Path):
+    with outbox_held(tmp_path) as holder:
+        with pytest.raises(OutboxInUse) as refused:
+            Outbox(tmp_path)
+        assert refused.value.holder == f"pid {holder.pid}"
+        holder.kill()  # -9: no close(), no clean-up; the kernel drops the lock
+        holder.wait(timeout=30)
+
+        reopened = Outbox(tmp_path)
+
+    assert reopened.count() == 0
+    assert Outbox.holder_in(tmp_path) == f"pid {os.getpid()}"
 
 
 def test_keeps_storing_and_reports_full_when_bound_is_reached(tmp_path: Path):

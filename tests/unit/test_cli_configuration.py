@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.outbox_holder import outbox_held
 from tests.support.rabbitmq_node import free_port
 from tests.support.worker_process import CLI, clean_environment
 
@@ -159,6 +160,22 @@ def test_stops_before_starting_processes_when_the_outbox_dir_of_several_is_unusa
         result,
         f"configuration error: STATUS_OUTBOX_DIR='{outbox}': cannot be created or written (Not a "
         "directory) (example: STATUS_OUTBOX_DIR=/var/lib/python-worker/outbox)",
+    )
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_stops_naming_the_other_worker_when_the_outbox_dir_is_already_in_use(tmp_path, processes):
+    outbox = tmp_path / "outbox"
+
+    with outbox_held(outbox) as holder:
+        result = run_cli(
+            "run", "--processes", processes, env={"STATUS_OUTBOX_DIR": str(outbox)}, cwd=tmp_path
+        )
+
+    assert_stopped_with(
+        result,
+        f"configuration error: STATUS_OUTBOX_DIR='{outbox}': in use by another running worker "
+        f"(pid {holder.pid}); give each worker on this machine a directory of its own",
     )
 
 

@@ -1,19 +1,33 @@
 """A durable, ordered local outbox (SQLite) for status updates the API could not take yet."""
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from python_worker.adapters.sqlite.database import LocalStateUnavailable, open_database
 
 OUTBOX_FILENAME = "status-outbox.sqlite3"
+LOCK_FILENAME = "status-outbox.lock"
 
 
 class OutboxUnavailable(Exception):
     """Raised when the outbox directory cannot be created, opened or written."""
+
+
+class OutboxInUse(OutboxUnavailable):
+    """Raised when another running process has the outbox in this directory open."""
+
+    def __init__(self, directory: Path, holder: str) -> None:
+        super().__init__(
+            f"status outbox {directory} is in use by another running worker ({holder})"
+        )
+        self.holder = holder
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,7 @@ class Outbox:
         self.path = self.directory / OUTBOX_FILENAME
         self.max_items = max_items
         self._lock = threading.Lock()
+        self._claim = _claim(self.directory)
         try:
             # FULL fsyncs each commit, so a stored status survives a power cut too (the job's
             # message is acked right after).
@@ -66,8 +81,10 @@ class Outbox:
             # so keep it in memory (this connection is the only writer).
             self._count: int = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
         except LocalStateUnavailable as exc:
+            self._claim.close()
             raise OutboxUnavailable(f"status outbox {exc}") from exc
         except sqlite3.Error as exc:
+            self._claim.close()
             raise OutboxUnavailable(
                 f"status outbox directory {self.directory} is not writable: {exc}"
             ) from exc
@@ -148,10 +165,28 @@ class Outbox:
             return 0
         return int(row[0]) if row else 0
 
+    @staticmethod
+    def holder_in(directory: Path) -> str | None:
+        """Which running process has the outbox in `directory` open ("pid 1234"), if any."""
+        try:
+            fd = os.open(directory / LOCK_FILENAME, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(fd)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return None
+
     def close(self) -> None:
         """Close the database; rows stay on disk for the next `Outbox` on this directory."""
         with self._lock:
             self._db.close()
+            self._claim.close()
 
     @contextlib.contextmanager
     def _writing(self, action: str) -> Iterator[None]:
@@ -168,3 +203,43 @@ class Outbox:
 
     def __repr__(self) -> str:
         return f"Outbox({str(self.directory)!r}, max_items={self.max_items})"
+
+
+def _claim(directory: Path) -> BinaryIO:
+    """Lock the outbox in `directory` for this process, for as long as the file returned is open.
+
+    The outbox must be its directory's only writer: it keeps the row count in memory, and the
+    per-job order of statuses rests on one process replaying them. Two workers pointed at one
+    directory (a copied environment file) would quietly break both, so the second is refused.
+    The kernel drops a flock when its file is closed or its holder dies, so a worker killed
+    with -9 leaves nothing stale for its restart, and an `Outbox` dropped unclosed releases it.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_FILENAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise OutboxUnavailable(
+            f"status outbox directory {directory} is not writable: {exc}"
+        ) from exc
+    claim = os.fdopen(fd, "r+b", buffering=0)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = _holder(fd)
+        claim.close()
+        if isinstance(exc, BlockingIOError):
+            raise OutboxInUse(directory, holder) from None
+        raise OutboxUnavailable(f"status outbox {directory} cannot be locked: {exc}") from exc
+    # The pid only names the holder in the line above; a full disk may refuse it, harmlessly.
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+    return claim
+
+
+def _holder(fd: int) -> str:
+    """The lock's holder as it wrote itself ("pid N"), or "pid unknown" if it has not yet."""
+    try:
+        return f"pid {int(os.pread(fd, 32, 0).decode('ascii'))}"
+    except (OSError, ValueError, UnicodeDecodeError):
+        return "pid unknown"

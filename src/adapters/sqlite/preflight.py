@@ -1,7 +1,7 @@
 """The disk half of `python-worker check`: the status outbox directory is writable.
 
-The check writes and deletes one temporary file, and reads how many updates an outbox left
-there holds.
+The check writes and deletes one temporary file, reads how many updates an outbox left there
+holds, and says which running worker, if any, has it open.
 """
 
 import os
@@ -42,7 +42,10 @@ def _outbox_check(directory: Path, max_items: int | None) -> CheckResult:
     free = shutil.disk_usage(directory).free
     depth = Outbox.depth_in(directory)
     held = f", holds {depth} undelivered update(s)" if depth else ""
-    text = f"{what} writable ({_size(free)} free{held})"
+    holder = Outbox.holder_in(directory)
+    # A second worker on this directory would be refused at start-up: say whose it is.
+    opened = f", open in a running worker ({holder})" if holder else ""
+    text = f"{what} writable ({_size(free)} free{held}{opened})"
     if free < LOW_DISK_BYTES:
         return CheckResult(
             Outcome.WARN, text + ": little disk left", "free disk space on that filesystem"

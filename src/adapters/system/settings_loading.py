@@ -87,6 +87,14 @@ def directory_error(
     )
 
 
+def directory_in_use(variable: str, directory: Path, holder: str) -> ConfigurationError:
+    """The line for a directory setting another running worker already uses."""
+    return ConfigurationError(
+        f"configuration error: {variable}={str(directory)!r}: in use by another running worker "
+        f"({holder}); give each worker on this machine a directory of its own"
+    )
+
+
 def _describe(model: type[BaseSettings], exc: ValidationError) -> str:
     error = exc.errors(include_url=False)[0]
     if not error["loc"]:
