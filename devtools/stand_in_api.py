@@ -235,16 +235,25 @@ class StandInApi:
         return {s.job_id: s for s in self.statuses if s.status in ("completed", "failed")}
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-        """Wait until `predicate()` holds (re-checked at each arrival); False on timeout."""
+        """Wait until `predicate()` holds (re-checked at each arrival); False on timeout.
+
+        The predicate runs without the API's lock held: a slow one (`settled(broker)` runs
+        rabbitmqctl three times) would otherwise hold up every request the API is answering,
+        heartbeats included, until the worker's read timeout.
+        """
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
+        while True:
+            with self._cond:
+                seen = len(self._requests)
+            if predicate():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with self._cond:
                 # Also re-check now and then: the predicate may depend on more than arrivals.
-                self._cond.wait(min(left, 0.1))
-        return True
+                if len(self._requests) == seen:
+                    self._cond.wait(min(left, 0.1))
 
     def clear(self) -> None:
         """Forget everything recorded so far."""
