@@ -1,8 +1,10 @@
-"""What every broker's dead-letter queue adapter does alike: name a message, merge its copies."""
+"""What every broker's dead-letter queue adapter does alike: name a message, merge its copies,
+decide what a requeue does with each."""
 
+import enum
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -11,7 +13,11 @@ from typing import Any
 import orjson
 
 from python_worker.application.messages import MAX_JOB_TYPE_LENGTH, MAX_MESSAGE_BYTES, job_id_of
-from python_worker.application.ports import DeadLetteredMessage
+from python_worker.application.ports import (
+    DeadLetteredMessage,
+    DeadLetterSelection,
+    RequeueReport,
+)
 
 
 def body_handle(body: bytes) -> str:
@@ -59,6 +65,63 @@ def merge_copies(copies: Iterable[DeadLetteredMessage]) -> list[DeadLetteredMess
             copy if first is None else replace(first, times=first.times + copy.times)
         )
     return list(merged.values())
+
+
+class Step(enum.Enum):
+    """What a requeue does with one copy on the dead-letter queue."""
+
+    LEAVE = "leave"
+    """Not selected, or nowhere to go back to: it stays where it is."""
+    DROP_COPY = "drop copy"
+    """Another copy of its body is back on its queue already: remove this one."""
+    PUT_BACK = "put back"
+    """Publish it to `message.queue` and, once the broker confirms, remove it."""
+
+
+class RequeuePlan:
+    """One requeue's decisions and its report, the same policy on every broker.
+
+    The adapter reads the dead-letter queue oldest first, asks `step()` about each copy and
+    does what it says; of a copy it tried to put back, it tells `moved()` or `refused()`.
+    `finish()` gives the report, with the selected keys that named no message.
+    """
+
+    def __init__(
+        self, selection: DeadLetterSelection, job_queues: Collection[str], dead_letter_queue: str
+    ) -> None:
+        self.report = RequeueReport()
+        self._selection = selection
+        self._job_queues = job_queues
+        self._dead_letter_queue = dead_letter_queue
+        self._unmatched = set(selection.keys)
+        self._put_back: set[str] = set()
+
+    def step(self, message: DeadLetteredMessage) -> Step:
+        if not self._selection.matches(message):
+            self.report.left += 1
+            return Step.LEAVE
+        self._unmatched -= {key for key in self._unmatched if message.answers_to(key)}
+        if message.handle in self._put_back:
+            self.report.merged += 1
+            return Step.DROP_COPY
+        if message.queue not in self._job_queues:
+            self.refused(message, "no job queue recorded where it came from")
+            return Step.LEAVE
+        return Step.PUT_BACK
+
+    def moved(self, message: DeadLetteredMessage) -> None:
+        """`message` is back on its queue, confirmed, and gone from the dead-letter queue."""
+        self._put_back.add(message.handle)
+        self.report.moved += 1
+
+    def refused(self, message: DeadLetteredMessage, problem: str) -> None:
+        """`message` could not go back, and stays on the dead-letter queue."""
+        self.report.left += 1
+        self.report.problems.append(f"{message.key}: {problem}; left on {self._dead_letter_queue}")
+
+    def finish(self) -> RequeueReport:
+        self.report.missing = sorted(self._unmatched)
+        return self.report
 
 
 def plain(value: Any) -> Any:

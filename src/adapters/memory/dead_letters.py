@@ -3,7 +3,12 @@
 from collections.abc import Sequence
 
 from python_worker.adapters.memory.source import DeadLetter, InMemorySource
-from python_worker.application.dead_letters import dead_lettered_message, merge_copies
+from python_worker.application.dead_letters import (
+    RequeuePlan,
+    Step,
+    dead_lettered_message,
+    merge_copies,
+)
 from python_worker.application.ports import (
     DeadLetteredMessage,
     DeadLetters,
@@ -34,28 +39,17 @@ class InMemoryDeadLetters(DeadLetters):
         return [message for message in messages if message.answers_to(key)]
 
     def requeue(self, selection: DeadLetterSelection) -> RequeueReport:
-        report = RequeueReport()
-        unmatched = set(selection.keys)
-        put_back: set[str] = set()
+        plan = RequeuePlan(selection, JOB_QUEUES, "the dead-letter list")
         for entry in list(self._source.dead_lettered):
             message = _describe(entry)
-            if not selection.matches(message):
-                report.left += 1
+            step = plan.step(message)
+            if step is Step.LEAVE:
                 continue
-            unmatched -= {key for key in unmatched if message.answers_to(key)}
-            if message.handle in put_back:
-                report.merged += 1
-            elif entry.queue in JOB_QUEUES:
+            if step is Step.PUT_BACK:
                 self._source.publish(entry.queue, entry.body, earlier_attempts=entry.attempts)
-                put_back.add(message.handle)
-                report.moved += 1
-            else:
-                report.left += 1
-                report.problems.append(f"{message.key}: no job queue recorded where it came from")
-                continue
+                plan.moved(message)
             self._source.dead_lettered.remove(entry)
-        report.missing = sorted(unmatched)
-        return report
+        return plan.finish()
 
     def purge(self) -> int:
         count = len(self._source.dead_lettered)

@@ -29,6 +29,8 @@ from python_worker.adapters.rabbitmq.connection import (
 )
 from python_worker.adapters.rabbitmq.source import ATTEMPT_HEADER, delivery_attempt
 from python_worker.application.dead_letters import (
+    RequeuePlan,
+    Step,
     dead_lettered_message,
     iso_utc,
     merge_copies,
@@ -115,37 +117,30 @@ class RabbitMQDeadLetters(DeadLetters):
         return [message for message in merge_copies(copies) if message.answers_to(key)]
 
     def requeue(self, selection: DeadLetterSelection) -> RequeueReport:
-        report = RequeueReport()
-        unmatched = set(selection.keys)
-        put_back: set[str] = set()
+        plan = RequeuePlan(selection, JOB_QUEUES, DEAD_LETTER_QUEUE)
         with self._channel() as channel:
             channel.confirm_delivery()
             try:
                 for read in self._read(channel, self._depth(channel)):
-                    message = read.message
-                    if not selection.matches(message):
-                        report.left += 1
-                        continue
-                    unmatched -= {key for key in unmatched if message.answers_to(key)}
-                    if message.handle in put_back:
+                    step = plan.step(read.message)
+                    if step is Step.DROP_COPY:
                         # Its body is back on its queue already, confirmed.
                         channel.basic_ack(read.tag)
-                        report.merged += 1
-                    elif self._put_back(channel, read, report):
-                        # Only now: until the confirm above, this is the only copy.
-                        channel.basic_ack(read.tag)
-                        put_back.add(message.handle)
-                        report.moved += 1
-                    else:
-                        report.left += 1
+                    elif step is Step.PUT_BACK:
+                        problem = self._put_back(channel, read)
+                        if problem is None:
+                            # Only now: until the confirm, this was the only copy.
+                            channel.basic_ack(read.tag)
+                            plan.moved(read.message)
+                        else:
+                            plan.refused(read.message, problem)
             except (pika.exceptions.AMQPError, OSError) as exc:
                 raise DeadLettersUnavailable(
-                    f"stopped after {report.moved} message(s) were put back, the rest are still "
-                    f"on {DEAD_LETTER_QUEUE} ({self._config.where()}): {describe(exc)}"
+                    f"stopped after {plan.report.moved} message(s) were put back, the rest are "
+                    f"still on {DEAD_LETTER_QUEUE} ({self._config.where()}): {describe(exc)}"
                 ) from exc
             self._hand_back(channel)
-        report.missing = sorted(unmatched)
-        return report
+        return plan.finish()
 
     def purge(self) -> int:
         with self._channel() as channel:
@@ -218,15 +213,10 @@ class RabbitMQDeadLetters(DeadLetters):
         if channel.is_open:
             channel.basic_nack(0, multiple=True, requeue=True)
 
-    def _put_back(self, channel: Any, read: "_Read", report: RequeueReport) -> bool:
-        """Publish the message to its queue and wait for the broker's confirm; False if not."""
+    def _put_back(self, channel: Any, read: "_Read") -> str | None:
+        """Publish the message to its queue and wait for the broker's confirm; the problem if
+        it was not taken."""
         message = read.message
-        if message.queue not in JOB_QUEUES:
-            report.problems.append(
-                f"{message.key}: no job queue recorded where it came from; left on "
-                f"{DEAD_LETTER_QUEUE}"
-            )
-            return False
         try:
             channel.basic_publish(
                 EXCHANGE,
@@ -236,12 +226,10 @@ class RabbitMQDeadLetters(DeadLetters):
                 mandatory=True,
             )
         except pika.exceptions.UnroutableError:
-            report.problems.append(f"{message.key}: {message.queue} is not bound; left")
-            return False
+            return f"{message.queue} is not bound"
         except pika.exceptions.NackError:
-            report.problems.append(f"{message.key}: {message.queue} refused it (nack); left")
-            return False
-        return True
+            return f"{message.queue} refused it (nack)"
+        return None
 
 
 @dataclass(frozen=True)

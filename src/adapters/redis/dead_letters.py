@@ -27,7 +27,13 @@ from python_worker.adapters.redis.connection import (
     entries_of,
     next_id,
 )
-from python_worker.application.dead_letters import dead_lettered_message, merge_copies, plain
+from python_worker.application.dead_letters import (
+    RequeuePlan,
+    Step,
+    dead_lettered_message,
+    merge_copies,
+    plain,
+)
 from python_worker.application.ports import (
     DeadLetteredMessage,
     DeadLetters,
@@ -88,41 +94,28 @@ class RedisDeadLetters(DeadLetters):
         return [message for message in merge_copies(copies) if message.answers_to(key)]
 
     def requeue(self, selection: DeadLetterSelection) -> RequeueReport:
-        report = RequeueReport()
-        unmatched = set(selection.keys)
-        put_back: set[str] = set()
+        plan = RequeuePlan(selection, JOB_STREAMS, DEAD_LETTER_STREAM)
         with self._client() as client:
             try:
                 for identity, fields in _read(client, _last(client)):
                     message = _describe(fields)
-                    if not selection.matches(message):
-                        report.left += 1
-                        continue
-                    unmatched -= {key for key in unmatched if message.answers_to(key)}
-                    if message.handle in put_back:
+                    step = plan.step(message)
+                    if step is Step.DROP_COPY:
                         # Its body is back on its stream already.
                         client.xdel(DEAD_LETTER_STREAM, identity)
-                        report.merged += 1
-                    elif message.queue not in JOB_STREAMS:
-                        report.left += 1
-                        report.problems.append(
-                            f"{message.key}: no job stream recorded where it came from; left "
-                            f"on {DEAD_LETTER_STREAM}"
-                        )
-                    else:
+                    elif step is Step.PUT_BACK:
+                        assert message.queue is not None  # step() found it among JOB_STREAMS
                         tx = client.pipeline(transaction=True)
                         tx.xadd(message.queue, _replay_fields(fields, message.times))
                         tx.xdel(DEAD_LETTER_STREAM, identity)
                         tx.execute()
-                        put_back.add(message.handle)
-                        report.moved += 1
+                        plan.moved(message)
             except (redis.exceptions.RedisError, OSError) as exc:
                 raise DeadLettersUnavailable(
-                    f"stopped after {report.moved} message(s) were put back, the rest are still "
-                    f"on {DEAD_LETTER_STREAM} ({self._config.where()}): {describe(exc)}"
+                    f"stopped after {plan.report.moved} message(s) were put back, the rest are "
+                    f"still on {DEAD_LETTER_STREAM} ({self._config.where()}): {describe(exc)}"
                 ) from exc
-        report.missing = sorted(unmatched)
-        return report
+        return plan.finish()
 
     def purge(self) -> int:
         with self._client() as client:
