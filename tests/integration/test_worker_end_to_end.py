@@ -162,3 +162,23 @@ def test_second_signal_stops_at_once_and_the_broker_keeps_the_jobs(
     assert api.wait_for(
         lambda: (broker.queue_counts("job.low").messages_ready + len(done)) == len(job_ids), 30
     )
+
+
+def test_names_its_broker_connection_after_the_worker(
+    controllable_node: RabbitMQNode, start_worker: StartWorker
+):
+    worker = start_worker(worker_id="vm1-worker")
+    assert worker.wait_for_log("consuming job.high", 60), worker.log()
+
+    listed = controllable_node.rabbitmqctl(
+        "list_connections", "client_properties", "--formatter", "json"
+    ).stdout
+    # Each connection's properties come as [name, type, value] triples.
+    names = [
+        value
+        for connection in json.loads(listed)
+        for name, _type, value in connection["client_properties"]
+        if name == "connection_name"
+    ]
+
+    assert "python-worker vm1-worker" in names, names

@@ -1,5 +1,6 @@
 """RabbitMQ as the worker's broker: its message source, publisher and preflight in one place."""
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from python_worker.adapters.rabbitmq.connection import BrokerConfig
@@ -20,7 +21,8 @@ class RabbitMQBroker(Broker):
     """
 
     def __init__(self, config: BrokerConfig, prefetch: int, worker_id: str) -> None:
-        self._config = config
+        # Named after the worker, so the broker's connection list tells the VMs apart.
+        self._config = replace(config, connection_name=f"python-worker {worker_id}")
         self._prefetch = prefetch
         self._worker_id = worker_id
         self._source: RabbitMQSource | None = None

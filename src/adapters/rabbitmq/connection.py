@@ -70,6 +70,9 @@ class BrokerConfig:
     configured_by: str | None = None
     """The one variable the nodes and credentials came from (RABBITMQ_URL), for fix hints;
     None: the separate RABBITMQ_* variables."""
+    connection_name: str = "python-worker"
+    """What the broker shows for this client's connections (`rabbitmqctl list_connections
+    client_properties`, the management UI)."""
 
     def __post_init__(self) -> None:
         if self.ports is not None and len(self.ports) != len(self.hosts):
@@ -115,7 +118,7 @@ class BrokerConfig:
                 stack_timeout=15,
                 blocked_connection_timeout=300,
                 ssl_options=self._ssl_options(host),
-                client_properties={"connection_name": "python-worker"},
+                client_properties={"connection_name": self.connection_name},
             )
             for host, port in self.nodes
         ]
