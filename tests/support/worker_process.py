@@ -43,6 +43,10 @@ class WorkerProcess:
         self._env = {key.upper(): str(value) for key, value in env.items()}
         self._process: subprocess.Popen[bytes] | None = None
 
+    def setting(self, name: str) -> str | None:
+        """The value this worker was started with for the variable `name`, if any."""
+        return self._env.get(name)
+
     def start(self) -> WorkerProcess:
         environment = clean_environment(**self._env)
         log = self.log_path.open("ab")
