@@ -1,5 +1,6 @@
 """The SQLite status outbox: order, durability across instances, the fullness signal."""
 
+import fcntl
 import os
 import threading
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from python_worker.adapters.sqlite.outbox import (
+    LOCK_FILENAME,
     OUTBOX_FILENAME,
     Outbox,
     OutboxInUse,
@@ -79,6 +81,19 @@ def test_names_the_other_process_and_frees_the_directory_when_it_is_killed(tmp_p
 
     assert reopened.count() == 0
     assert Outbox.holder_in(tmp_path) == f"pid {os.getpid()}"
+
+
+def test_opens_once_a_check_looking_at_the_lock_is_done(tmp_path: Path):
+    Outbox(tmp_path).close()
+    # What `check` does for an instant (Outbox.holder_in): hold the lock shared.
+    looking = os.open(tmp_path / LOCK_FILENAME, os.O_RDONLY)
+    fcntl.flock(looking, fcntl.LOCK_SH)
+    threading.Timer(0.1, os.close, [looking]).start()
+
+    outbox = Outbox(tmp_path)
+
+    assert Outbox.holder_in(tmp_path) == f"pid {os.getpid()}"
+    outbox.close()
 
 
 def test_keeps_storing_and_reports_full_when_bound_is_reached(tmp_path: Path):

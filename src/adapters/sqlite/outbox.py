@@ -5,6 +5,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from python_worker.adapters.sqlite.database import LocalStateUnavailable, open_d
 
 OUTBOX_FILENAME = "status-outbox.sqlite3"
 LOCK_FILENAME = "status-outbox.lock"
+CLAIM_PATIENCE_SECONDS = 1.0
 
 
 class OutboxUnavailable(Exception):
@@ -222,14 +224,22 @@ def _claim(directory: Path) -> BinaryIO:
             f"status outbox directory {directory} is not writable: {exc}"
         ) from exc
     claim = os.fdopen(fd, "r+b", buffering=0)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder = _holder(fd)
-        claim.close()
-        if isinstance(exc, BlockingIOError):
+    # `check` (holder_in) takes the lock shared for an instant: a start meeting that waits.
+    deadline = time.monotonic() + CLAIM_PATIENCE_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            holder = _holder(fd)
+            claim.close()
             raise OutboxInUse(directory, holder) from None
-        raise OutboxUnavailable(f"status outbox {directory} cannot be locked: {exc}") from exc
+        except OSError as exc:
+            claim.close()
+            raise OutboxUnavailable(f"status outbox {directory} cannot be locked: {exc}") from exc
     # The pid only names the holder in the line above; a full disk may refuse it, harmlessly.
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)
