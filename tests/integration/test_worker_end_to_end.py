@@ -170,15 +170,6 @@ def test_names_its_broker_connection_after_the_worker(
     worker = start_worker(worker_id="vm1-worker")
     assert worker.wait_for_log("consuming job.high", 60), worker.log()
 
-    listed = controllable_node.rabbitmqctl(
-        "list_connections", "client_properties", "--formatter", "json"
-    ).stdout
-    # Each connection's properties come as [name, type, value] triples.
-    names = [
-        value
-        for connection in json.loads(listed)
-        for name, _type, value in connection["client_properties"]
-        if name == "connection_name"
-    ]
+    names = controllable_node.client_connections()
 
     assert "python-worker vm1-worker" in names, names

@@ -10,13 +10,18 @@ import string
 import subprocess
 import time
 from collections.abc import Sequence
-from typing import Any
 from urllib.parse import quote
 
 import pika
 import pika.exceptions
 
-from tests.support.rabbitmq_node import Broker, QueueCounts, RabbitMQNode
+from tests.support.rabbitmq_node import (
+    LIST_CONNECTIONS,
+    Broker,
+    QueueCounts,
+    RabbitMQNode,
+    connection_counts,
+)
 
 
 class RabbitMQCluster(Broker):
@@ -162,15 +167,9 @@ class RabbitMQCluster(Broker):
         return set(rows[0]["members"] or []) if rows else set()
 
     def client_connections(self, node: RabbitMQNode) -> collections.Counter[str]:
-        """connection_name -> how many client connections `node` itself serves."""
-        out = self.rabbitmqctl(
-            "list_connections", "--quiet", "--formatter", "json", "port", "client_properties"
-        ).stdout
-        names: collections.Counter[str] = collections.Counter()
-        for row in json.loads(out or "[]"):
-            if row["port"] == node.port:
-                names[_connection_name(row["client_properties"])] += 1
-        return names
+        """connection_name -> how many client connections `node` itself serves (asked of any
+        node that answers)."""
+        return connection_counts(self.rabbitmqctl(*LIST_CONNECTIONS).stdout, node.port)
 
     # -- as a Broker ---------------------------------------------------------------------------
 
@@ -183,11 +182,3 @@ class RabbitMQCluster(Broker):
             except (pika.exceptions.AMQPError, OSError) as exc:
                 failure = exc
         raise failure
-
-
-def _connection_name(client_properties: Any) -> str:
-    # rabbitmqctl's JSON renders the AMQP table as [name, type, value] triples.
-    for entry in client_properties or []:
-        if isinstance(entry, list) and len(entry) == 3 and entry[0] == "connection_name":
-            return str(entry[2])
-    return ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import json
@@ -16,7 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import pika
@@ -468,6 +469,10 @@ class RabbitMQNode(Broker):
         """Force-close every client connection (clients get CONNECTION_FORCED, 320)."""
         self.rabbitmqctl("close_all_connections", reason)
 
+    def client_connections(self) -> collections.Counter[str]:
+        """connection_name -> how many client connections this node serves."""
+        return connection_counts(self.rabbitmqctl(*LIST_CONNECTIONS).stdout, self.port)
+
     def list_queues(self) -> dict[str, QueueCounts]:
         """name -> (messages_ready, messages_unacknowledged, consumers) for vhost '/'."""
         out = self.rabbitmqctl(
@@ -503,3 +508,33 @@ class RabbitMQNode(Broker):
 
     def __repr__(self) -> str:
         return f"RabbitMQNode({self.nodename}, amqp={self.port}, dist={self.dist_port})"
+
+
+LIST_CONNECTIONS = (
+    "list_connections",
+    "--quiet",
+    "--formatter",
+    "json",
+    "port",
+    "client_properties",
+)
+"""rabbitmqctl arguments listing the client connections of the whole cluster, for
+`connection_counts`."""
+
+
+def connection_counts(listed: str, port: int) -> collections.Counter[str]:
+    """connection_name -> how many of the connections `LIST_CONNECTIONS` printed go to `port`
+    (one node's AMQP port)."""
+    names: collections.Counter[str] = collections.Counter()
+    for row in json.loads(listed or "[]"):
+        if row["port"] == port:
+            names[_connection_name(row["client_properties"])] += 1
+    return names
+
+
+def _connection_name(client_properties: Any) -> str:
+    # rabbitmqctl's JSON renders the AMQP table as [name, type, value] triples.
+    for entry in client_properties or []:
+        if isinstance(entry, list) and len(entry) == 3 and entry[0] == "connection_name":
+            return str(entry[2])
+    return ""
